@@ -1,0 +1,3 @@
+from fibration_theory.cli import main
+
+raise SystemExit(main())

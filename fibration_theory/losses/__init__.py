@@ -1,0 +1,31 @@
+"""Every objective of the toolkit behind one call.
+
+>>> import torch
+>>> from fibration_theory import losses
+>>> lp = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+>>> out = losses.compute("fiberpo", lp, lp.detach(), torch.ones(2, 3, dtype=torch.float64),
+...                      torch.ones(2, 3, dtype=torch.bool), c_plus=0.1, c_minus=0.05, eps=0.02)
+>>> round(out.loss.item(), 6)
+-1.0
+"""
+
+from __future__ import annotations
+
+from fibration_theory.losses import apc, fiberpo, sequence, soft, token_clip  # noqa: F401
+from fibration_theory.losses.compute import LossOutput, compute
+from fibration_theory.losses.registry import REGISTRY, Batch, Surrogate, register
+
+
+def available() -> list[str]:
+    """Names of the registered objectives, sorted."""
+    return sorted(REGISTRY)
+
+
+def describe(name: str) -> str:
+    """One-line description of an objective."""
+    from fibration_theory.losses.registry import get
+
+    return get(name).summary
+
+
+__all__ = ["available", "compute", "describe", "register", "Batch", "Surrogate", "LossOutput"]

@@ -1,0 +1,73 @@
+"""APC-Obj, the Aggregational Policy Censoring Objective (Def 3.2 / C.1, eqs 3, 57-59).
+
+Per token ``i`` at state ``s``, with ``T_s`` tokens at ``s`` and radius ``delta``:
+``B_i = T_s delta - sum_{j at s, j != i} |r_j - 1|`` (the state's TV budget minus what the
+other tokens at ``s`` consume) and ``G(r)_i = 1 + clip(r_i - 1, -B_i+, B_i+)``, weights
+``mu = 1/T``. The regimes of App C.2: pass-through (clip inactive), rollback
+(``0 < |clip| < |r - 1|``), zeroed (``B_i <= 0``).
+
+The exact radius ``delta(APC-Obj)`` vanishes at ``gamma = 1`` (Thm 2.1, Remark 3.4); as a
+loss APC-Obj is used with a relaxed, positive ``delta`` (App C.5, step 1).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fibration_theory import aggregation
+from fibration_theory.aggregation import AggMode
+from fibration_theory.losses.registry import Batch, Surrogate, register
+from fibration_theory.metrics import fraction
+from fibration_theory.rgf import RGF
+from fibration_theory.validation import check_nonneg
+
+Tensor = torch.Tensor
+
+
+def state_codes(state_ids: Tensor | None, mask: Tensor) -> Tensor:
+    """``[B, T]`` long state codes over the masked tokens (each token its own by default)."""
+    if state_ids is None:
+        return torch.arange(mask.numel(), device=mask.device).reshape(mask.shape)
+    if not isinstance(state_ids, Tensor) or tuple(state_ids.shape) != tuple(mask.shape):
+        raise ValueError(f"state_ids must be a [B, T] integer tensor like mask "
+                         f"{tuple(mask.shape)}, got {getattr(state_ids, 'shape', state_ids)}")
+    if state_ids.is_floating_point() or state_ids.dtype == torch.bool:
+        raise ValueError(f"state_ids must hold integers, got dtype {state_ids.dtype}")
+    _, codes = torch.unique(state_ids, return_inverse=True)
+    return codes.reshape(mask.shape)
+
+
+def apc_gate(log_ratio: Tensor, mask: Tensor, codes: Tensor, delta: float
+             ) -> tuple[Tensor, Tensor, Tensor]:
+    """``[B, T]`` APC gating map ``1 + clip(r - 1, B)`` of eq 3, and the bool tensors of the
+    rollback and zeroed tokens. Per-state sums are one segmented reduction."""
+    dev = torch.expm1(log_ratio)
+    absdev = torch.where(mask, dev.abs(), torch.zeros_like(dev))
+    n_states = int(codes.max()) + 1
+    flat = codes.reshape(-1)
+    used = torch.zeros(n_states, dtype=dev.dtype, device=dev.device).index_add(
+        0, flat, absdev.reshape(-1))
+    count = torch.zeros(n_states, dtype=dev.dtype, device=dev.device).index_add(
+        0, flat, mask.reshape(-1).to(dev.dtype))
+    bound = (count * delta - used)[codes] + absdev  # B_i: budget minus the others' use
+    b_plus = bound.clamp_min(0)
+    clipped = torch.where(dev > b_plus, b_plus, torch.where(dev < -b_plus, -b_plus, dev))
+    zeroed = mask & (bound <= 0)
+    rollback = mask & ~zeroed & (dev.abs() > b_plus)
+    return 1 + clipped, rollback, zeroed
+
+
+@register("apc", "APC-Obj: per-state TV budget shared across tokens, 1 + clip(r-1, B) (eq 3)")
+def apc(batch: Batch, *, delta: float = 0.2, state_ids: Tensor | None = None,
+        agg: AggMode = "token-mean") -> Surrogate:
+    """APC-Obj (eq 3) with radius ``delta``; ``state_ids`` ``[B, T]`` ints name each token's
+    state (tokens sharing a prefix share a state; default: every token its own state, so
+    ``B_i = delta`` and APC reduces to a symmetric per-token clip of ``r - 1``)."""
+    check_nonneg(delta, "delta")
+    codes = state_codes(state_ids, batch.mask)
+    gated, rollback, zeroed = apc_gate(batch.log_ratio, batch.mask, codes, float(delta))
+    mu = aggregation.weights(batch.hierarchy, agg, batch.dtype)
+    return Surrogate(RGF(mu, gated, batch.advantages),
+                     {"clip_frac": fraction(rollback | zeroed, batch.mask),
+                      "apc/rollback_frac": fraction(rollback, batch.mask),
+                      "apc/zeroed_frac": fraction(zeroed, batch.mask)})

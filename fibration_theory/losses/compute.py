@@ -1,0 +1,88 @@
+"""``losses.compute``: validate once, build the objective's RGF instance, return ``-J``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+import torch
+
+from fibration_theory.hierarchy import Hierarchy
+from fibration_theory.losses.registry import Batch, get
+from fibration_theory.metrics import ratio_metrics
+from fibration_theory.rgf import RGF
+from fibration_theory.validation import as_mask, check_float, check_same_dtype
+
+Tensor = torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOutput:
+    """``loss``: scalar ``-J`` to minimize; ``metrics``: floats; ``rgf``: the RGF triple."""
+
+    loss: Tensor
+    metrics: dict[str, float]
+    rgf: RGF
+
+    @property
+    def gated_ratio(self) -> Tensor:
+        return self.rgf.gated_ratio
+
+    @property
+    def weights(self) -> Tensor:
+        return self.rgf.weights
+
+
+def compute(name: str, log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, mask, *,
+            hierarchy: Hierarchy | None = None, **params) -> LossOutput:
+    """Loss of the registered objective ``name`` on a padded batch.
+
+    Args:
+        name: a name from :func:`fibration_theory.losses.available`.
+        log_prob: ``[B, T]`` log-probabilities of the sampled tokens under ``pi_theta``
+            (differentiable).
+        old_log_prob: ``[B, T]`` the same under ``pi_old`` (treated as a constant).
+        advantages: ``[B, T]`` advantage per token (treated as a constant).
+        mask: ``[B, T]`` response mask, bool or 0/1.
+        hierarchy: the batch's hierarchy (groups, domains); by default every row is its own
+            trajectory and there are no upper levels. Its mask must equal ``mask``.
+        **params: the objective's hyperparameters (see ``fibration losses``).
+
+    Returns:
+        :class:`LossOutput`. Values outside ``mask`` are ignored; rows without any token are
+        dropped (weight 0) and counted in ``metrics["empty_rows"]``.
+
+    Raises:
+        ValueError: naming the argument, on shape or dtype mismatch, non-finite values
+            inside the mask, an unknown objective or hyperparameter, bad hyperparameters.
+    """
+    entry = get(name)
+    m = as_mask(mask)
+    shape = tuple(m.shape)
+    check_float(log_prob, "log_prob", shape, m)
+    check_float(old_log_prob, "old_log_prob", shape, m)
+    check_float(advantages, "advantages", shape, m)
+    check_same_dtype(log_prob=log_prob, old_log_prob=old_log_prob, advantages=advantages)
+    if hierarchy is None:
+        hierarchy = Hierarchy.from_padded(m)
+    elif not isinstance(hierarchy, Hierarchy):
+        raise ValueError(f"hierarchy must be a Hierarchy, got {type(hierarchy).__name__}")
+    elif tuple(hierarchy.mask.shape) != shape or not torch.equal(hierarchy.mask, m.to(
+            hierarchy.mask.device)):
+        raise ValueError("hierarchy: its mask differs from mask; build it from the same mask")
+    accepted = entry.params
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a parameter of {name!r}; it takes "
+                         f"{', '.join(f'{k}={v!r}' for k, v in accepted.items())}")
+    zero = torch.zeros((), dtype=log_prob.dtype, device=log_prob.device)
+    log_ratio = torch.where(m, log_prob - old_log_prob.detach(), zero)
+    adv = torch.where(m, advantages.detach(), zero)
+    surrogate = entry.fn(Batch(log_ratio, adv, hierarchy), **params)
+    loss = -surrogate.rgf.objective()
+    metrics = ratio_metrics(log_ratio, hierarchy)
+    metrics.update(surrogate.metrics)
+    metrics["loss"] = float(loss.detach())
+    return LossOutput(loss, metrics, surrogate.rgf)
+
+

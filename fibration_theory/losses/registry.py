@@ -1,0 +1,90 @@
+"""One registry of objectives, one signature.
+
+An objective is a pure function ``fn(batch: Batch, **params) -> Surrogate`` registered with
+:func:`register`; it builds the RGF triple (``mu``, ``G(r)``, ``A``) and its own metrics.
+:func:`fibration_theory.losses.compute` validates the input once, calls it, and turns the
+RGF objective into a loss. Adding an objective is one decorated function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+
+import torch
+
+from fibration_theory.hierarchy import Hierarchy
+from fibration_theory.rgf import RGF
+
+Tensor = torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Validated input of an objective.
+
+    ``log_ratio``: ``[B, T]`` ``log pi_theta - log pi_old`` (0 outside the mask; differentiable);
+    ``advantages``: ``[B, T]`` (detached; 0 outside the mask); ``hierarchy``: its mask is the
+    index set ``E``.
+    """
+
+    log_ratio: Tensor
+    advantages: Tensor
+    hierarchy: Hierarchy
+
+    @property
+    def mask(self) -> Tensor:
+        return self.hierarchy.mask
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.log_ratio.dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class Surrogate:
+    """What an objective returns: its RGF instance and its own metrics."""
+
+    rgf: RGF
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+Objective = Callable[..., Surrogate]
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    name: str
+    fn: Objective
+    summary: str
+
+    @property
+    def params(self) -> dict[str, object]:
+        """Hyperparameters and their defaults."""
+        sig = inspect.signature(self.fn)
+        return {p.name: p.default for p in list(sig.parameters.values())[1:]}
+
+
+REGISTRY: dict[str, Entry] = {}
+
+
+def register(name: str, summary: str) -> Callable[[Objective], Objective]:
+    """Register ``fn`` under ``name``; a duplicate name is an error, never an overwrite."""
+
+    def wrap(fn: Objective) -> Objective:
+        if name in REGISTRY:
+            raise ValueError(f"objective {name!r} is already registered "
+                             f"(by {REGISTRY[name].fn.__module__})")
+        REGISTRY[name] = Entry(name, fn, summary)
+        return fn
+
+    return wrap
+
+
+def get(name: str) -> Entry:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"name: unknown objective {name!r}; available: "
+                         f"{', '.join(sorted(REGISTRY))}") from None
