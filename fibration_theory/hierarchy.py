@@ -71,6 +71,7 @@ class Hierarchy:
         *,
         levels: Mapping[str, object] | Sequence[object] | None = None,
         allreduce: Callable[[Tensor], Tensor] | None = None,
+        num_nodes: Sequence[int] | None = None,
     ) -> Hierarchy:
         """From a ``[B, T]`` response mask (verl / TRL layout) and optional per-row ids.
 
@@ -82,6 +83,10 @@ class Hierarchy:
                 to fine, as ``{name: ids}`` or a list of ids (named ``level0``, ...).
             allreduce: sum-reduction over data-parallel ranks applied to every cross-row
                 aggregate (identity on one process; see ``integrations.distributed``).
+            num_nodes: one node count per level (coarse to fine) when the ids are already
+                codes ``0..n-1`` agreed by every data-parallel rank; they are then used as
+                given instead of being factorized per process (whose codes would differ
+                between ranks). ``integrations.distributed.hierarchy`` builds them.
 
         Raises:
             ValueError: naming the argument, for shape errors, negative ids, a level that
@@ -107,18 +112,23 @@ class Hierarchy:
         if float(reduce(lengths.sum().reshape(1))[0]) == 0:
             raise ValueError("mask: the batch has no response token (every row is empty)")
         valid = (lengths > 0).to(torch.float64)
-        codes = [(name, as_ids(ids, f"{name}_ids" if name in ("group", "domain") else name,
-                               batch)) for name, ids in named]
-        _check_nesting(codes)
+        if num_nodes is None:
+            codes = [(name, as_ids(ids, f"{name}_ids" if name in ("group", "domain") else name,
+                                   batch)) for name, ids in named]
+            sizes = [int(ids.max()) + 1 if batch else 0 for _, ids in codes]
+        else:
+            codes, sizes = _given_codes(named, num_nodes, batch)
+        _check_nesting([(name, ids.cpu()) for name, ids in codes])
         built = []
-        for name, ids in codes:
-            n = int(ids.max()) + 1 if batch else 0
-            num_traj = reduce(torch.zeros(n, dtype=torch.float64).index_add(0, ids, valid))
-            num_tokens = reduce(torch.zeros(n, dtype=torch.float64).index_add(0, ids, lengths))
-            built.append(Level(name, ids.to(mask.device), n, num_traj.to(mask.device),
-                               num_tokens.to(mask.device)))
-        return cls(mask=mask, lengths=lengths.to(mask.device), levels=tuple(built),
-                   allreduce=reduce)
+        dev = mask.device  # counts live beside the mask (CUDA batches included)
+        for (name, ids), n in zip(codes, sizes):
+            ids = ids.to(dev)
+            num_traj = reduce(torch.zeros(n, dtype=torch.float64, device=dev).index_add(
+                0, ids, valid))
+            num_tokens = reduce(torch.zeros(n, dtype=torch.float64, device=dev).index_add(
+                0, ids, lengths))
+            built.append(Level(name, ids, n, num_traj, num_tokens))
+        return cls(mask=mask, lengths=lengths, levels=tuple(built), allreduce=reduce)
 
     @classmethod
     def from_ragged(cls, lengths: Sequence[int] | Tensor, group_ids=None, domain_ids=None, *,
@@ -200,11 +210,14 @@ class Hierarchy:
 def _check_nesting(codes: list[tuple[str, Tensor]]) -> None:
     """Each node of a finer level must lie inside one node of every coarser level."""
     for (coarse_name, coarse), (fine_name, fine) in zip(codes, codes[1:]):
+        if fine.numel() == 0:
+            continue
         n_fine = int(fine.max()) + 1
-        # the coarse id of each fine node's first row; every other row must agree
+        # the coarse id of each fine node's first row; every other row must agree (codes may be
+        # sparse when they are global ids, so only the first rows of present nodes are read)
         first_row = torch.full((n_fine,), fine.numel(), dtype=torch.long)
         first_row = first_row.scatter_reduce(0, fine, torch.arange(fine.numel()), "amin")
-        expected = coarse[first_row][fine]
+        expected = coarse[first_row[fine]]
         bad = (expected != coarse).nonzero()
         if bad.numel():
             row = int(bad[0])
@@ -213,6 +226,25 @@ def _check_nesting(codes: list[tuple[str, Tensor]]) -> None:
                 f"{fine_name}_ids are not nested in {coarse_name}_ids: row {row} and row {other} "
                 f"share a {fine_name} but lie in different {coarse_name}s "
                 f"(codes {int(coarse[row])} and {int(coarse[other])})")
+
+
+def _given_codes(named: list[tuple[str, object]], num_nodes: Sequence[int], batch: int
+                 ) -> tuple[list[tuple[str, Tensor]], list[int]]:
+    """Check caller-given global codes: one ``[B]`` integer tensor in ``0..n-1`` per level."""
+    sizes = [int(n) for n in num_nodes]
+    if len(sizes) != len(named):
+        raise ValueError(f"num_nodes has {len(sizes)} entries for {len(named)} levels")
+    codes = []
+    for (name, ids), n in zip(named, sizes):
+        if not isinstance(ids, Tensor) or ids.dim() != 1 or ids.shape[0] != batch or \
+                ids.is_floating_point() or ids.dtype == torch.bool:
+            raise ValueError(f"{name}: with num_nodes the ids must be a [{batch}] integer tensor "
+                             f"of codes, got {getattr(ids, 'shape', type(ids).__name__)}")
+        if batch and (int(ids.min()) < 0 or int(ids.max()) >= n):
+            raise ValueError(f"{name}: codes must lie in 0..{n - 1} (num_nodes), got "
+                             f"{int(ids.min())}..{int(ids.max())}")
+        codes.append((name, ids.to(torch.long)))
+    return codes, sizes
 
 
 def pad_ragged(rows: Sequence[Tensor], fill: float = 0.0) -> tuple[Tensor, Tensor]:

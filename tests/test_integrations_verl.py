@@ -1,0 +1,281 @@
+"""The verl policy loss, tested on real tensors against ``losses.compute`` (verl not needed).
+
+verl calls a registered policy loss per micro-batch with keyword arguments and sums the
+micro-batch losses, while FSDP averages gradients over the ``dp_size`` ranks; with
+``config.global_batch_info`` the sum must be the objective on the whole mini-batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import types
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fibration_theory import Hierarchy, losses
+from fibration_theory.aggregation import AGG_MODES
+from fibration_theory.integrations import verl as fverl
+
+#: float64 throughout; the split sums the same terms in another order (~1e-16 relative),
+#: and the rescaling multiplies by ratios of integers
+TOL = 1e-12
+OBJECTIVES = losses.available()
+HYP = settings(deadline=None, derandomize=True, max_examples=25)
+
+
+@st.composite
+def batches(draw, min_rows: int = 2) -> dict:
+    """A float64 ``[B, T]`` batch: ragged rows (some may be empty, at least one is not),
+    log-ratios up to ~0.5 in size, outcome advantages (one value per row) and per-token
+    rollout weights >= 0 with some exact zeros; junk values outside the mask."""
+    b = draw(st.integers(min_rows, 8))
+    t = draw(st.integers(1, 6))
+    lengths = draw(st.lists(st.integers(0, t), min_size=b, max_size=b))
+    if max(lengths) == 0:
+        lengths[draw(st.integers(0, b - 1))] = draw(st.integers(1, t))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
+    old = -0.3 - torch.rand(b, t, generator=g, dtype=torch.float64)
+    lp = old + 0.5 * (torch.rand(b, t, generator=g, dtype=torch.float64) - 0.5)
+    adv = torch.randn(b, 1, generator=g, dtype=torch.float64).expand(b, t).clone()
+    w = torch.rand(b, t, generator=g, dtype=torch.float64) * 2
+    w = torch.where(torch.rand(b, t, generator=g) < 0.2, torch.zeros_like(w), w)
+    junk = torch.full_like(lp, -5.0)
+    return {"mask": mask, "lp": torch.where(mask, lp, junk), "old": torch.where(mask, old, junk),
+            "adv": adv, "w": w, "lengths": lengths}
+
+
+def _ours(name, batch, agg, config=None, weights=None, rows=None):
+    rows = slice(None) if rows is None else rows
+    lp = batch["lp"][rows].clone().requires_grad_(True)
+    loss, metrics = fverl.make_policy_loss(name)(
+        old_log_prob=batch["old"][rows], log_prob=lp, advantages=batch["adv"][rows],
+        response_mask=batch["mask"][rows], loss_agg_mode=agg, config=config,
+        rollout_is_weights=None if weights is None else weights[rows])
+    loss.backward()
+    return loss.detach(), lp.grad, metrics
+
+
+def _reference(name, batch, agg, **params):
+    lp = batch["lp"].clone().requires_grad_(True)
+    out = losses.compute(name, lp, batch["old"], batch["adv"], batch["mask"], agg=agg, **params)
+    out.loss.backward()
+    return out.loss.detach(), lp.grad, out
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+@HYP
+@given(batch=batches(), agg=st.sampled_from(AGG_MODES))
+def test_plain_call_is_losses_compute(name, batch, agg):
+    """Property: without global batch info the verl loss and its gradient are those of
+    losses.compute with agg = loss_agg_mode."""
+    loss, grad, metrics = _ours(name, batch, agg)
+    ref_loss, ref_grad, out = _reference(name, batch, agg)
+    assert abs(float(loss - ref_loss)) <= TOL, (name, agg, batch["lengths"], loss, ref_loss)
+    assert torch.allclose(grad, ref_grad, rtol=0, atol=TOL), (name, agg, batch["lengths"])
+    assert metrics["actor/ppo_kl"] == out.metrics["approx_kl/k1"]
+    assert metrics["actor/fibration/loss"] == out.metrics["loss"]
+
+
+@st.composite
+def splits(draw) -> tuple[dict, list[list[slice]]]:
+    """A batch and a partition of its rows: ``dp`` ranks, each with consecutive micro-batches
+    (a micro-batch may hold only empty rows, or none at all on a rank)."""
+    batch = draw(batches(min_rows=4))
+    b = batch["mask"].shape[0]
+    cuts = sorted(draw(st.lists(st.integers(0, b), min_size=3, max_size=3)))
+    bounds = [0, *cuts, b]
+    micro = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    dp = 2
+    return batch, [micro[: len(micro) // 2], micro[len(micro) // 2:]][:dp]
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+@HYP
+@given(case=splits(), agg=st.sampled_from(AGG_MODES))
+def test_micro_batches_over_ranks_give_the_mini_batch_objective(name, case, agg):
+    """Property: with verl's global_batch_info, summing micro-batch losses on each rank and
+    averaging over the dp ranks (as FSDP does) gives the loss and gradient of the objective
+    on the whole mini-batch (every objective here gates one trajectory at a time)."""
+    batch, ranks = case
+    mask = batch["mask"]
+    norm = 11.0  # verl's constant loss_scale_factor for seq-mean-token-sum-norm
+    info = {"dp_size": len(ranks), "batch_num_tokens": int(mask.sum()),
+            "global_batch_size": int(mask.any(1).sum()), "loss_scale_factor": norm}
+    config = SimpleNamespace(global_batch_info=info, policy_loss={"loss_mode": f"fibration_{name}"})
+    total = torch.zeros((), dtype=torch.float64)
+    grad = torch.zeros_like(batch["lp"])
+    for micro in ranks:
+        for rows in micro:
+            loss, g, _ = _ours(name, batch, agg, config=config, rows=rows)
+            total += loss / len(ranks)
+            grad[rows] += g / len(ranks)
+    extra = {"norm_length": norm} if name == "dr_grpo" else {}
+    ref_loss, ref_grad, _ = _reference(name, batch, agg, **extra)
+    msg = (name, agg, batch["lengths"], ranks)
+    assert abs(float(total - ref_loss)) <= TOL, (*msg, float(total), float(ref_loss))
+    assert torch.allclose(grad, ref_grad, rtol=0, atol=TOL), msg
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+@HYP
+@given(batch=batches(), agg=st.sampled_from(AGG_MODES))
+def test_rollout_weights_weight_each_tokens_term(name, batch, agg):
+    """Property: rollout_is_weights w give -sum_i mu_i w_i G(r)_i A_i, the unweighted
+    objective's RGF triple with each token's term weighted (outcome advantages)."""
+    loss, grad, _ = _ours(name, batch, agg, weights=batch["w"])
+    lp = batch["lp"].clone().requires_grad_(True)
+    out = losses.compute(name, lp, batch["old"], batch["adv"], batch["mask"], agg=agg)
+    w = torch.where(batch["mask"], batch["w"], torch.zeros_like(batch["w"]))
+    ref = -(out.weights * w * out.gated_ratio * batch["adv"]).sum()
+    ref.backward()
+    assert abs(float(loss - ref.detach())) <= TOL, (name, agg, batch["lengths"])
+    assert torch.allclose(grad, lp.grad, rtol=0, atol=TOL), (name, agg, batch["lengths"])
+
+
+def test_config_parameters_and_group_ids_reach_the_objective():
+    """Property: config.policy_loss.fibration sets the objective's parameters, and
+    group/domain ids passed by keyword build the upper levels."""
+    g = torch.Generator().manual_seed(3)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    old = -torch.rand(4, 4, generator=g, dtype=torch.float64)
+    lp = (old + 0.3 * torch.randn(4, 4, generator=g, dtype=torch.float64)).requires_grad_(True)
+    adv = torch.tensor([[1.0], [-1.0], [0.5], [-0.5]], dtype=torch.float64).expand(4, 4)
+    params = {"c_plus": [0.01, 0.02, 0.05], "c_minus": [0.01, 0.02, 0.03], "eps": 0.05}
+    config = SimpleNamespace(policy_loss={"loss_mode": "fibration_fiberpo_domain",
+                                          "fibration": params}, global_batch_info={})
+    fn = fverl.make_policy_loss("fiberpo_domain")
+    loss, _ = fn(old_log_prob=old, log_prob=lp, advantages=adv, response_mask=mask,
+                 loss_agg_mode="seq-mean-token-mean", config=config,
+                 group_ids=torch.tensor([0, 0, 1, 1]), domain_ids=["a", "a", "a", "a"])
+    h = Hierarchy.from_padded(mask, group_ids=torch.tensor([0, 0, 1, 1]), domain_ids=["a"] * 4)
+    ref = losses.compute("fiberpo_domain", lp, old, adv, mask, hierarchy=h, **params).loss
+    loss, ref = loss.detach(), ref.detach()
+    assert abs(float(loss - ref)) <= TOL, (float(loss), float(ref))
+    # the same trajectory-level budgets without the upper levels give another loss
+    plain = losses.compute("fiberpo_domain", lp, old, adv, mask, c_plus=0.05, c_minus=0.03,
+                           eps=0.05).loss.detach()
+    assert abs(float(loss - plain)) > 1e-6, "the levels made no difference: the check is vacuous"
+
+
+def test_float32_inputs_give_a_float32_loss_with_a_gradient():
+    """Property: verl's float32 log-probs get a float32 loss whose gradient reaches them."""
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    lp = torch.full((2, 3), -1.0, requires_grad=True)
+    adv = torch.tensor([[1.0], [-1.0]]).expand(2, 3)
+    loss, _ = fverl.make_policy_loss("fiberpo")(lp.detach(), lp, adv, mask, "seq-mean-token-mean")
+    loss.backward()
+    assert loss.dtype == torch.float32 and lp.grad is not None and float(lp.grad.abs().sum()) > 0
+
+
+def test_empty_micro_batch_adds_nothing():
+    """Property: a micro-batch of empty responses gives a zero loss and a zero gradient."""
+    mask = torch.zeros(2, 3, dtype=torch.bool)
+    lp = torch.full((2, 3), float("-inf")).requires_grad_(True)  # padding may hold anything
+    loss, metrics = fverl.make_policy_loss("fiberpo")(lp.detach(), lp, torch.zeros(2, 3), mask)
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and float(lp.grad.abs().sum()) == 0.0 and metrics == {}
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"loss_agg_mode": "seq-mean"}, "loss_agg_mode"),
+    ({"config": SimpleNamespace(policy_loss={"fibration": {"agg": "token-mean"}}),
+      "loss_agg_mode": "seq-mean-token-mean"}, "disagrees"),
+    ({"config": SimpleNamespace(policy_loss={"fibration": {"c_plu": 0.1}})}, "c_plu"),
+    ({"rollout_is_weights": -torch.ones(2, 3)}, "rollout_is_weights"),
+])
+def test_bad_input_names_the_argument(kwargs, needle):
+    """Property: bad verl input raises ValueError naming what is wrong."""
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    lp = torch.zeros(2, 3)
+    args = {"old_log_prob": lp, "log_prob": lp, "advantages": lp, "response_mask": mask}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=needle):
+        fverl.make_policy_loss("fiberpo")(**args)
+
+
+def test_make_policy_loss_rejects_unknown_parameter():
+    """Property: binding a parameter the objective does not take is refused."""
+    with pytest.raises(ValueError, match="c_plu"):
+        fverl.make_policy_loss("fiberpo", c_plu=0.1)
+
+
+def test_register_fills_a_registry_and_refuses_to_overwrite():
+    """Property: register() adds fibration_<name> for every objective, callable as verl calls
+    it; a foreign entry under one of those names is an error, not an overwrite."""
+    reg: dict = {}
+    names = fverl.register(reg)
+    assert sorted(names) == sorted(f"fibration_{n}" for n in OBJECTIVES) == sorted(reg)
+    assert fverl.register(reg) == names  # our own entries may be registered again
+    foreign = {"fibration_fiberpo": lambda **kw: None}
+    with pytest.raises(ValueError, match="fibration_fiberpo"):
+        fverl.register(foreign)
+
+
+def test_register_uses_verls_registry_when_importable(monkeypatch):
+    """Property: with a (stand-in) verl importable, register() goes through
+    verl.trainer.ppo.core_algos.register_policy_loss."""
+    registry: dict = {}
+    calls: list[str] = []
+
+    def register_policy_loss(name):
+        calls.append(name)
+
+        def deco(fn):
+            registry[name] = fn
+            return fn
+        return deco
+
+    core = types.ModuleType("verl.trainer.ppo.core_algos")
+    core.POLICY_LOSS_REGISTRY = registry
+    core.register_policy_loss = register_policy_loss
+    ppo = types.ModuleType("verl.trainer.ppo")
+    ppo.core_algos = core
+    for mod, name in ((types.ModuleType("verl"), "verl"),
+                      (types.ModuleType("verl.trainer"), "verl.trainer"),
+                      (ppo, "verl.trainer.ppo"), (core, "verl.trainer.ppo.core_algos")):
+        monkeypatch.setitem(sys.modules, name, mod)
+    sys.modules["verl"].trainer = sys.modules["verl.trainer"]
+    sys.modules["verl.trainer"].ppo = ppo
+    names = fverl.register(objectives=["fiberpo", "grpo"])
+    assert names == calls == ["fibration_fiberpo", "fibration_grpo"]
+    assert registry["fibration_fiberpo"].fibration_objective == "fiberpo"
+
+
+def test_module_registration_state_without_verl():
+    """Property: importing the module without verl registers nothing and raises nothing."""
+    try:
+        import verl  # noqa: F401
+    except ImportError:
+        assert fverl.REGISTERED == []
+    else:  # pragma: no cover - verl is not installed here
+        assert fverl.REGISTERED
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
+
+
+def doc_example(name: str) -> str:
+    """The python block after ``<!-- example: name -->`` in docs/integrations.md."""
+    text = DOC.read_text()
+    marker = f"<!-- example: {name} -->\n```python\n"
+    start = text.index(marker) + len(marker)
+    return text[start:text.index("\n```", start)] + "\n"
+
+
+def test_docs_example_runs(tmp_path):
+    """Property: the verl example of docs/integrations.md runs as written and passes its own
+    checks."""
+    script = tmp_path / "example_verl.py"
+    script.write_text(doc_example("verl"))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
