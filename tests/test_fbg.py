@@ -280,7 +280,7 @@ def test_v10_fails_when_the_domain_form_drops_the_group_level():
 
 
 def test_thm45_minimal_example_with_a_p_dependent_fiber_gate():
-    """docs/theory_fbg.md, V8 item 2: E = {0, 1} over one base point, K = (1/2, 1/2),
+    """docs/theory.md, Part III, V8 item 2: E = {0, 1} over one base point, K = (1/2, 1/2),
     F(x) = (x, 0), g_Fiber,0,p(z) = z + h p. The gate is the identity with slope 1 at the
     on-policy p = 0, yet log G(F(x)) = (1 + h) x: value agrees, gradient is off by 1 + h."""
     h_coef = 0.5

@@ -231,12 +231,12 @@ def test_ratio_form_is_eq68_plus_constant():
 
 
 def test_docs_examples_run(tmp_path):
-    """The Python blocks of docs/theory_trust_region.md run as written."""
+    """The Python blocks of docs/theory.md run as written."""
     import pathlib
     import re
     import runpy
 
-    text = (pathlib.Path(__file__).parents[1] / "docs" / "theory_trust_region.md").read_text()
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "theory.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     assert blocks
     for i, block in enumerate(blocks):
