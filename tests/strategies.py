@@ -61,3 +61,34 @@ def batches(draw, max_rows: int = 6, max_len: int = 6, scale: float = 0.3,
 def budgets(draw) -> tuple[float, float, float]:
     """``(c_plus, c_minus, eps)``: positive budgets of the size the paper uses."""
     return (draw(st.floats(0.01, 0.3)), draw(st.floats(0.01, 0.3)), draw(st.floats(0.005, 0.2)))
+
+
+@st.composite
+def nested_log_ratios(draw, max_domains: int = 3, max_len: int = 6, pad: float = 3.0
+                      ) -> tuple[Hierarchy, torch.Tensor]:
+    """``(hierarchy, [B, T] float64 log-ratios)``: nested domain > group > row ids, left-aligned
+    masks with at least one token in the batch (rows may be empty), values mixing scales
+    1e-3..0.5 with exact zeros, and the finite junk value ``pad`` on padding."""
+    lengths, groups, domains = [], [], []
+    g = 0
+    for d in range(draw(st.integers(1, max_domains))):
+        for _ in range(draw(st.integers(1, 2))):
+            for _ in range(draw(st.integers(1, 3))):
+                lengths.append(draw(st.integers(0, max_len)))
+                groups.append(g)
+                domains.append(d)
+            g += 1
+    if max(lengths) == 0:
+        lengths[0] = 1
+    width = max(lengths)
+    rows = []
+    for n in lengths:
+        scale = draw(st.sampled_from([1e-3, 0.02, 0.08, 0.2, 0.5]))
+        bias = draw(st.floats(-1.0, 1.0)) * scale
+        vals = [0.0 if draw(st.integers(0, 9)) == 0 else bias + scale * draw(st.floats(-1, 1))
+                for _ in range(n)]
+        rows.append(vals + [pad] * (width - n))
+    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    h = Hierarchy.from_padded(mask, group_ids=torch.tensor(groups),
+                              domain_ids=torch.tensor(domains))
+    return h, torch.tensor(rows, dtype=torch.float64)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import nested_log_ratios
 
 from fibration_theory import gating
 from fibration_theory.bundles import (
@@ -36,31 +37,10 @@ def batches(draw, max_domains: int = 3, max_len: int = 6):
     token in the batch (rows may be empty), log-ratios mixing scales 1e-3..0.5 with exact zeros
     and a finite junk value on padding, and budgets ``C+-`` in [0.01, 0.3], ``eps`` in
     [0.005, 0.3]."""
-    lengths, groups, domains = [], [], []
-    g = 0
-    for d in range(draw(st.integers(1, max_domains))):
-        for _ in range(draw(st.integers(1, 2))):
-            for _ in range(draw(st.integers(1, 3))):
-                lengths.append(draw(st.integers(0, max_len)))
-                groups.append(g)
-                domains.append(d)
-            g += 1
-    if max(lengths) == 0:
-        lengths[0] = 1
-    width = max(lengths)
-    rows = []
-    for n in lengths:
-        scale = draw(st.sampled_from([1e-3, 0.02, 0.08, 0.2, 0.5]))
-        bias = draw(st.floats(-1.0, 1.0)) * scale
-        vals = [0.0 if draw(st.integers(0, 9)) == 0 else bias + scale * draw(st.floats(-1, 1))
-                for _ in range(n)]
-        rows.append(vals + [3.0] * (width - n))
+    h, x = draw(nested_log_ratios(max_domains, max_len, pad=3.0))
     budgets = {"c_plus": draw(st.floats(0.01, 0.3)), "c_minus": draw(st.floats(0.01, 0.3)),
                "eps": draw(st.floats(0.005, 0.3))}
-    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
-    h = Hierarchy.from_padded(mask, group_ids=torch.tensor(groups),
-                              domain_ids=torch.tensor(domains))
-    return h, torch.tensor(rows, dtype=torch.float64), budgets
+    return h, x, budgets
 
 
 @st.composite

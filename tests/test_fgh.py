@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import nested_log_ratios
 
 from fibration_theory import gating
 from fibration_theory.bundles import (
@@ -36,35 +37,14 @@ def domain_batches(draw, max_domains: int = 3, max_len: int = 5):
     """A padded batch with nested domain > group > row ids (at least one token overall, some
     rows possibly empty), log-ratios mixing scales 1e-3..0.5 with exact zeros, and budgets
     either one pair (eq 31) or one pair per level (domain, group, trajectory)."""
-    lengths, groups, domains = [], [], []
-    g = 0
-    for d in range(draw(st.integers(1, max_domains))):
-        for _ in range(draw(st.integers(1, 2))):
-            for _ in range(draw(st.integers(1, 3))):
-                lengths.append(draw(st.integers(0, max_len)))
-                groups.append(g)
-                domains.append(d)
-            g += 1
-    if max(lengths) == 0:
-        lengths[0] = 1
-    width = max(lengths)
-    rows = []
-    for n in lengths:
-        scale = draw(st.sampled_from([1e-3, 0.02, 0.08, 0.2, 0.5]))
-        bias = draw(st.floats(-1.0, 1.0)) * scale
-        vals = [0.0 if draw(st.integers(0, 9)) == 0 else bias + scale * draw(st.floats(-1, 1))
-                for _ in range(n)]
-        rows.append(vals + [-2.0] * (width - n))
+    h, x = draw(nested_log_ratios(max_domains, max_len, pad=-2.0))
     budget = st.floats(0.01, 0.3)
     if draw(st.booleans()):
         cp, cm = draw(budget), draw(budget)
     else:
         cp, cm = [draw(budget) for _ in range(3)], [draw(budget) for _ in range(3)]
-    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
-    h = Hierarchy.from_padded(mask, group_ids=torch.tensor(groups),
-                              domain_ids=torch.tensor(domains))
     bud = {"c_plus": cp, "c_minus": cm, "eps": draw(st.floats(0.005, 0.3))}
-    return h, torch.tensor(rows, dtype=torch.float64), bud
+    return h, x, bud
 
 
 @st.composite

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from docs_examples import run_example
 
 from fibration_theory import Hierarchy, losses
 from fibration_theory.integrations import distributed
@@ -280,25 +279,10 @@ def test_needs_initialized_process_group():
         distributed.compute("fiberpo", lp, lp, lp, mask)
 
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
-
-
-def doc_example(name: str) -> str:
-    """The python block after ``<!-- example: name -->`` in docs/integrations.md."""
-    text = DOC.read_text()
-    marker = f"<!-- example: {name} -->\n```python\n"
-    start = text.index(marker) + len(marker)
-    return text[start:text.index("\n```", start)] + "\n"
-
-
 def test_docs_example_runs(tmp_path):
     """Property: the distributed example of docs/integrations.md runs as written and passes its own
     checks."""
-    script = tmp_path / "example_distributed.py"
-    script.write_text(doc_example("distributed"))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_example("integrations.md", "distributed", tmp_path)
 
 
 def test_prefactorized_sparse_codes():

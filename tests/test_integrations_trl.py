@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -29,6 +26,7 @@ pytest.importorskip("tokenizers", reason=_REASON)
 
 import torch
 from datasets import Dataset
+from docs_examples import run_example
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from trl import GRPOTrainer
@@ -286,22 +284,7 @@ def test_missing_label_column_is_named(tmp_path):
         trainer.train()
 
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
-
-
-def doc_example(name: str) -> str:
-    """The python block after ``<!-- example: name -->`` in docs/integrations.md."""
-    text = DOC.read_text()
-    marker = f"<!-- example: {name} -->\n```python\n"
-    start = text.index(marker) + len(marker)
-    return text[start:text.index("\n```", start)] + "\n"
-
-
 def test_docs_example_runs(tmp_path):
     """Property: the trl example of docs/integrations.md runs as written and passes its own
     checks."""
-    script = tmp_path / "example_trl.py"
-    script.write_text(doc_example("trl"))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_example("integrations.md", "trl", tmp_path)

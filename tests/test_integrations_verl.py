@@ -8,14 +8,13 @@ micro-batch losses, while FSDP averages gradients over the ``dp_size`` ranks; wi
 from __future__ import annotations
 
 import itertools
-import subprocess
 import sys
 import types
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from docs_examples import run_example
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -260,22 +259,7 @@ def test_module_registration_state_without_verl():
         assert fverl.REGISTERED
 
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
-
-
-def doc_example(name: str) -> str:
-    """The python block after ``<!-- example: name -->`` in docs/integrations.md."""
-    text = DOC.read_text()
-    marker = f"<!-- example: {name} -->\n```python\n"
-    start = text.index(marker) + len(marker)
-    return text[start:text.index("\n```", start)] + "\n"
-
-
 def test_docs_example_runs(tmp_path):
     """Property: the verl example of docs/integrations.md runs as written and passes its own
     checks."""
-    script = tmp_path / "example_verl.py"
-    script.write_text(doc_example("verl"))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_example("integrations.md", "verl", tmp_path)
