@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from fibration_theory.hierarchy import Hierarchy
@@ -23,30 +24,62 @@ Tensor = torch.Tensor
 
 
 @torch.no_grad()
-def ratio_metrics(log_ratio: Tensor, hierarchy: Hierarchy) -> dict[str, float]:
+def ratio_metrics(log_ratio: Tensor, hierarchy: Hierarchy, *, masked: bool = False
+                  ) -> dict[str, float]:
+    """The diagnostics above for a ``[B, T]`` ``log_ratio``; one host sync.
+
+    The masked tokens are gathered once (``masked_select``, row-major as ``x[mask]``) and
+    reduced in float64; each sum divides by ``n`` before adding, as every term may be near
+    ``exp(700)``. Row sums run over the padded rows, in float64 without a copy, which needs
+    zeros in the padding: ``masked=True`` promises them (``losses.compute`` passes it),
+    otherwise they are filled in. The scalars and the ``[B]`` row sums travel to the host
+    in one tensor and are finished there.
+    """
     mask = hierarchy.mask
-    x = log_ratio.detach().to(torch.float64)[mask]
-    n = x.numel()
-    r_minus_1 = torch.expm1(x)
+    f64 = torch.float64
+    x = log_ratio.detach()
+    xs = torch.masked_select(x, mask).to(f64)
+    n = xs.numel()
+    x_min, x_max = torch.aminmax(xs)
+    lse = torch.logsumexp(xs, 0)
+    r_minus_1 = torch.expm1(xs)
+    k3 = torch.sub(r_minus_1, xs).div_(n).sum()
+    tv = r_minus_1.abs_().mul_(0.5).div_(n).sum()
+    if not masked:
+        x = x.masked_fill(~mask, 0.0)  # padding may hold anything (-inf log-probs)
+    row_sum = x.sum(1, dtype=f64)
+    scalars = [x_min, x_max, lse, k3, tv, xs.sum()]
+    if hierarchy.levels:
+        row_mean = row_sum / hierarchy.lengths.clamp_min(1)
+        for k, lv in enumerate(hierarchy.levels):
+            node = hierarchy.node_mean(k, row_mean)
+            scalars.append((0.5 * torch.expm1(node[lv.num_traj > 0]).abs()).mean())
+    lengths = hierarchy.lengths
+    packed = torch.cat([torch.stack(scalars), row_sum, lengths]).cpu().numpy()
+    b = lengths.shape[0]
+    (x_min, x_max, lse, k3, tv, x_sum), level_tv = packed[:6], packed[6:-2 * b]
+    row_sum, lengths = packed[-2 * b:-b], packed[-b:]
+    valid = lengths > 0
+    row_mean = row_sum[valid] / lengths[valid]
     out = {
-        "ratio/mean": math.exp(float(torch.logsumexp(x, 0)) - math.log(n)),
-        "ratio/min": math.exp(float(x.min())),
-        "ratio/max": math.exp(float(x.max())),
-        "log_ratio/abs_max": float(x.abs().max()),
-        "approx_kl/k1": float((-x).mean()),
-        # divide before summing: each term may be near exp(700)
-        "approx_kl/k3": float(((r_minus_1 - x) / n).sum()),
-        "tv/token": float((0.5 * r_minus_1.abs() / n).sum()),
-        "empty_rows": float(hierarchy.empty_rows),
+        "ratio/mean": _exp(float(lse) - math.log(n)),
+        "ratio/min": _exp(float(x_min)),
+        "ratio/max": _exp(float(x_max)),
+        "log_ratio/abs_max": max(abs(float(x_min)), abs(float(x_max))),
+        "approx_kl/k1": -float(x_sum) / n,
+        "approx_kl/k3": float(k3),
+        "tv/token": float(tv),
+        "empty_rows": float(b - int(valid.sum())),
+        "tv/trajectory": float((0.5 * np.abs(np.expm1(row_mean))).mean()),
     }
-    row_mean = hierarchy.row_mean(log_ratio.detach().to(torch.float64))
-    valid = hierarchy.valid
-    out["tv/trajectory"] = float((0.5 * torch.expm1(row_mean[valid]).abs()).mean())
-    for k, lv in enumerate(hierarchy.levels):
-        node = hierarchy.node_mean(k, row_mean)
-        has = lv.num_traj > 0
-        out[f"tv/{lv.name}"] = float((0.5 * torch.expm1(node[has]).abs()).mean())
+    for lv, value in zip(hierarchy.levels, level_tv):
+        out[f"tv/{lv.name}"] = float(value)
     return out
+
+
+def _exp(v: float) -> float:
+    """``exp`` that reports a ratio beyond float64's range as ``inf`` instead of raising."""
+    return math.exp(v) if v < math.log(np.finfo(np.float64).max) else math.inf
 
 
 def fraction(flags: Tensor, mask: Tensor) -> float:

@@ -80,7 +80,7 @@ def compute(name: str, log_prob: Tensor, old_log_prob: Tensor, advantages: Tenso
     adv = torch.where(m, advantages.detach(), zero)
     surrogate = entry.fn(Batch(log_ratio, adv, hierarchy), **params)
     loss = -surrogate.rgf.objective()
-    metrics = ratio_metrics(log_ratio, hierarchy)
+    metrics = ratio_metrics(log_ratio, hierarchy, masked=True)  # log_ratio is 0 off the mask
     metrics.update(surrogate.metrics)
     metrics["loss"] = float(loss.detach())
     return LossOutput(loss, metrics, surrogate.rgf)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fibration_theory import aggregation, gating
+from fibration_theory import aggregation, fused, gating
 from fibration_theory.aggregation import AggMode
 from fibration_theory.losses.registry import Batch, Surrogate, register
 from fibration_theory.metrics import fraction
@@ -51,6 +51,20 @@ def _fiber_metrics(batch: Batch, log_g: Tensor, c_plus: Budget, c_minus: Budget,
         return out
 
 
+def _gated(batch: Batch, c_plus: Budget, c_minus: Budget, eps: float, levels: bool
+           ) -> tuple[Tensor, dict[str, float]]:
+    """``(G(r), metrics)``: the fused fast path (``fibration_theory.fused``, same values and
+    gradients to float64 rounding) where it applies, else the generic closed form."""
+    if fused.enabled() and fused.supported(batch.log_ratio, batch.hierarchy):
+        # compute() zeroed log_ratio outside the mask and masks its gradient (masked=True)
+        res = fused.fiber_gate(batch.log_ratio, batch.hierarchy, c_plus=c_plus,
+                               c_minus=c_minus, eps=eps, levels=levels, masked=True, stats=True)
+        return res.ratio, fused.gate_metrics(res.stats)
+    gate = gating.fiberpo_domain_log_ratio if levels else gating.fiberpo_log_ratio
+    log_g = gate(batch.log_ratio, batch.hierarchy, c_plus=c_plus, c_minus=c_minus, eps=eps)
+    return log_g.exp(), _fiber_metrics(batch, log_g, c_plus, c_minus, eps, levels=levels)
+
+
 @register("fiberpo", "FiberPO: sign-split base gate g_agg x logclip fiber residual (eq 80)")
 def fiberpo(batch: Batch, *, c_plus: float = 0.12, c_minus: float = 0.05, eps: float = 0.04,
             delta: float | None = None, agg: AggMode = "seq-mean-token-mean") -> Surrogate:
@@ -61,11 +75,9 @@ def fiberpo(batch: Batch, *, c_plus: float = 0.12, c_minus: float = 0.05, eps: f
     the defaults are the values of the paper's Fig 4 (C+ = 0.12, C- = 0.05, eps = 0.04).
     """
     check_delta([float(c_plus)], [float(c_minus)], delta)
-    log_g = gating.fiberpo_log_ratio(batch.log_ratio, batch.hierarchy, c_plus=c_plus,
-                                     c_minus=c_minus, eps=eps)
+    gated, metrics = _gated(batch, c_plus, c_minus, eps, levels=False)
     mu = aggregation.weights(batch.hierarchy, agg, batch.dtype)
-    return Surrogate(RGF(mu, log_g.exp(), batch.advantages),
-                     _fiber_metrics(batch, log_g, c_plus, c_minus, eps, levels=False))
+    return Surrogate(RGF(mu, gated, batch.advantages), metrics)
 
 
 @register("fiberpo_domain", "FiberPO-Domain: FGH gates at domain, group, trajectory (eq 30-33)")
@@ -81,8 +93,6 @@ def fiberpo_domain(batch: Batch, *, c_plus: Budget = 0.12, c_minus: Budget = 0.0
     depth = batch.hierarchy.depth
     check_delta(gating.level_budgets(c_plus, depth, "c_plus"),
                 gating.level_budgets(c_minus, depth, "c_minus"), delta)
-    log_g = gating.fiberpo_domain_log_ratio(batch.log_ratio, batch.hierarchy, c_plus=c_plus,
-                                            c_minus=c_minus, eps=eps)
+    gated, metrics = _gated(batch, c_plus, c_minus, eps, levels=True)
     mu = aggregation.weights(batch.hierarchy, agg, batch.dtype)
-    return Surrogate(RGF(mu, log_g.exp(), batch.advantages),
-                     _fiber_metrics(batch, log_g, c_plus, c_minus, eps, levels=True))
+    return Surrogate(RGF(mu, gated, batch.advantages), metrics)
