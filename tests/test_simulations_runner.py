@@ -1,0 +1,203 @@
+"""Resumable runs (``simulations.runner``), the plan's protocol and the summary tables.
+
+This module doubles as a fake experiment: ``run_one`` below is what the runner calls for
+the experiment name ``fake`` (patched into ``EXPERIMENT_MODULES``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from simulations import plan as pl
+from simulations import runner as rn
+from simulations import summary as sm
+
+CALLS: list[int] = []
+FAIL_SEEDS: set[int] = set()
+INTERRUPT_AT: list[int] = []  # raise KeyboardInterrupt when this many runs were made
+
+
+def run_one(config, spec):
+    if INTERRUPT_AT and len(CALLS) >= INTERRUPT_AT[0]:
+        raise KeyboardInterrupt  # a killed job: nothing of this run may be written
+    CALLS.append(spec.seed)
+    if spec.seed in FAIL_SEEDS:
+        raise RuntimeError(f"boom {spec.seed}")
+    return rn.RunResult([{"x": spec.seed, "y": math.inf}],
+                        {"value": float(config["scale"] * spec.seed), "nan": math.nan})
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setitem(rn.EXPERIMENT_MODULES, "fake", __name__)
+    CALLS.clear()
+    FAIL_SEEDS.clear()
+    INTERRUPT_AT.clear()
+    yield
+
+
+def jobs(n: int, method: str = "m"):
+    return [(rn.RunSpec("fake", method, "v", "eval", s, (("p", 1),)), {"scale": 2})
+            for s in range(n)]
+
+
+def test_each_run_is_written_once_and_skipped_on_rerun(tmp_path, fake):
+    counts = rn.run_all(tmp_path, jobs(4), workers=1, progress=False)
+    assert counts == {"done": 4, "skipped": 0, "failed": 0}
+    assert sorted(CALLS) == [0, 1, 2, 3]
+    runs = rn.load_runs(tmp_path, "fake")
+    assert sorted(r["final"]["value"] for r in runs) == [0.0, 2.0, 4.0, 6.0]
+    CALLS.clear()
+    counts = rn.run_all(tmp_path, jobs(6), workers=1, progress=False)
+    assert counts == {"done": 2, "skipped": 4, "failed": 0}
+    assert sorted(CALLS) == [4, 5], "finished runs must not be recomputed"
+
+
+def test_run_file_roundtrip_keeps_spec_config_and_non_finite_values(tmp_path, fake):
+    rn.run_all(tmp_path, jobs(1), workers=1, progress=False)
+    run = rn.read_run(tmp_path / jobs(1)[0][0].relpath())
+    assert run["spec"]["params"] == {"p": 1}
+    assert run["spec"]["config"] == {"scale": 2}
+    assert run["curve"] == [{"x": 0, "y": math.inf}]
+    assert math.isnan(run["final"]["nan"])
+    # every line is valid JSON (no bare NaN/Infinity tokens)
+    def refuse(token):
+        pytest.fail(f"bare {token} in a run file")
+
+    for line in (tmp_path / jobs(1)[0][0].relpath()).read_text().splitlines():
+        json.loads(line, parse_constant=refuse)
+
+
+def test_a_failed_run_is_logged_and_retried(tmp_path, fake):
+    FAIL_SEEDS.add(2)
+    counts = rn.run_all(tmp_path, jobs(4), workers=1, progress=False)
+    assert counts == {"done": 3, "skipped": 0, "failed": 1}
+    assert not (tmp_path / jobs(4)[2][0].relpath()).exists()
+    err = [json.loads(x) for x in (tmp_path / "errors.jsonl").read_text().splitlines()]
+    assert err[0]["spec"]["seed"] == 2 and "boom 2" in err[0]["error"]
+    FAIL_SEEDS.clear()
+    CALLS.clear()
+    counts = rn.run_all(tmp_path, jobs(4), workers=1, progress=False)
+    assert counts == {"done": 1, "skipped": 3, "failed": 0} and CALLS == [2]
+
+
+def test_a_killed_job_loses_only_the_run_in_flight(tmp_path, fake):
+    INTERRUPT_AT.append(3)
+    with pytest.raises(KeyboardInterrupt):
+        rn.run_all(tmp_path, jobs(5), workers=1, progress=False)
+    done = sorted(r["spec"]["seed"] for r in rn.load_runs(tmp_path, "fake"))
+    assert len(done) == 3, done
+    INTERRUPT_AT.clear()
+    CALLS.clear()
+    counts = rn.run_all(tmp_path, jobs(5), workers=1, progress=False)
+    assert counts["done"] == 2 and counts["skipped"] == 3
+    assert sorted(done + CALLS) == [0, 1, 2, 3, 4]
+
+
+def test_an_interrupted_write_leaves_no_run_file(tmp_path, fake, monkeypatch):
+    """The write goes to a temporary name first; if the move never happens the run is
+    not done (and the temporary file is not mistaken for a result)."""
+    def dead_replace(src, dst):
+        raise OSError("killed before os.replace")
+
+    monkeypatch.setattr(os, "replace", dead_replace)
+    spec, cfg = jobs(1)[0]
+    with pytest.raises(OSError):
+        rn.write_run(tmp_path, spec, cfg, rn.RunResult([], {"value": 1.0}), 0.1)
+    monkeypatch.undo()
+    assert not rn.is_done(tmp_path, spec)
+    assert rn.load_runs(tmp_path, "fake") == []
+    monkeypatch.setitem(rn.EXPERIMENT_MODULES, "fake", __name__)
+    counts = rn.run_all(tmp_path, jobs(1), workers=1, progress=False)
+    assert counts["done"] == 1
+
+
+def test_bad_jobs_are_refused(tmp_path, fake):
+    with pytest.raises(ValueError, match="duplicate"):
+        rn.run_all(tmp_path, jobs(2) + jobs(1), workers=1, progress=False)
+    with pytest.raises(ValueError, match="workers"):
+        rn.run_all(tmp_path, jobs(1), workers=0, progress=False)
+    with pytest.raises(ValueError, match="method"):
+        rn.RunSpec("fake", "a/b", "v", "eval", 0)
+
+
+def _tune_run(method, variant, seed, auc):
+    return {"spec": {"method": method, "variant": variant, "seed": seed},
+            "final": {"auc_success": auc}}
+
+
+def test_choose_factors_takes_the_best_mean_and_breaks_ties_towards_the_default():
+    runs = [_tune_run("a", "x0.333", 1000, 0.5), _tune_run("a", "x0.333", 1001, 0.7),
+            _tune_run("a", "x1", 1000, 0.55), _tune_run("a", "x1", 1001, 0.6),
+            _tune_run("b", "x3", 1000, 0.4), _tune_run("b", "x1", 1000, 0.4)]
+    chosen = pl.choose_factors(runs)
+    assert chosen["a"]["variant"] == "x0.333" and chosen["a"]["score"] == pytest.approx(0.6)
+    assert chosen["b"]["variant"] == "x1"
+
+
+def test_tuning_and_evaluation_seeds_are_disjoint():
+    plan = pl.Plan.full()
+    tune = {s.seed for s, _ in pl.tuning_jobs(plan, ["grpo"])}
+    chosen = {"grpo": {"factor": 1.0, "variant": "x1"}}
+    ev = {s.seed for s, _ in pl.eval_jobs(plan, chosen, ["sequence"])}
+    assert tune and ev and not tune & ev
+    assert len(ev) == plan.eval_seeds >= 10
+
+
+def test_every_method_gets_the_same_grid():
+    plan = pl.Plan.quick()
+    grid = {}
+    for spec, _ in pl.tuning_jobs(plan):
+        grid.setdefault(spec.method, set()).add(spec.variant)
+    assert len({frozenset(v) for v in grid.values()}) == 1, grid
+
+
+def _run(method, seed, value):
+    return {"spec": {"method": method, "seed": seed}, "final": {"v": value}}
+
+
+def test_summary_table_pairs_by_seed():
+    runs = [_run("grpo", s, 10.0 + s) for s in range(6)]
+    runs += [_run("new", s, 8.0 + s) for s in range(6)]  # exactly 2 better on every seed
+    t = sm.table(runs, "v", "test", lower_is_better=True, paired=True)
+    assert t["methods"]["grpo"]["median"] == pytest.approx(12.5)
+    p = t["methods"]["new"]["paired_vs_grpo"]
+    assert p["median"] == pytest.approx(-2.0) and p["ci_high"] == pytest.approx(-2.0)
+    pairs = [(8 + a, 10 + b) for a in range(6) for b in range(6)]
+    expected = (sum(x < y for x, y in pairs) + 0.5 * sum(x == y for x, y in pairs)) / 36
+    assert p["prob_better"] == pytest.approx(expected)
+    assert "paired_vs_grpo" not in t["methods"]["grpo"]
+
+
+def test_edge_jobs_extend_only_edge_choices_and_never_enter_the_choice():
+    plan = pl.Plan.quick()
+    chosen = {"grpo": {"factor": 1.0, "variant": "x1", "scores": {"x1": 0.5}},
+              "fiberpo": {"factor": max(pl.mt.GRID_FACTORS), "variant": "x10", "scores": {}},
+              "cispo": {"factor": min(pl.mt.GRID_FACTORS), "variant": "x0.333", "scores": {}}}
+    jobs = pl.edge_jobs(plan, chosen)
+    variants = {(s.method, s.variant) for s, _ in jobs}
+    assert variants == {("fiberpo", "x30"), ("fiberpo", "x100"), ("cispo", "x0.111"),
+                        ("cispo", "x0.037")}, variants
+    assert all(s.role == "edge" for s, _ in jobs)
+
+
+def test_a_run_with_changed_parameters_or_config_is_redone(tmp_path, fake):
+    rn.run_all(tmp_path, jobs(2), workers=1, progress=False)
+    CALLS.clear()
+    changed = [(rn.RunSpec("fake", "m", "v", "eval", 0, (("p", 2),)), {"scale": 2}),
+               (rn.RunSpec("fake", "m", "v", "eval", 1, (("p", 1),)), {"scale": 3})]
+    counts = rn.run_all(tmp_path, changed, workers=1, progress=False)
+    assert counts == {"done": 2, "skipped": 0, "failed": 0} and sorted(CALLS) == [0, 1]
+    assert rn.read_run(tmp_path / changed[1][0].relpath())["final"]["value"] == 3.0
+
+
+def test_grid_variants_map_back_to_exact_factors():
+    runs = [_tune_run("cispo", pl.factor_name(f), 1000, 1.0 - abs(f - 1 / 3))
+            for f in pl.mt.GRID_FACTORS]
+    chosen = pl.choose_factors(runs)
+    assert chosen["cispo"]["factor"] == 1 / 3  # exactly, not 0.333
+    assert pl.edge_jobs(pl.Plan.quick(), chosen), "a low-edge choice must get edge runs"
