@@ -42,6 +42,7 @@ import functools
 import math
 import os
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -96,15 +97,7 @@ def supported(log_ratio: Tensor, hierarchy: Hierarchy) -> bool:
 
 
 # ---------------------------------------------------------------------------- per-row part
-_CONSTS: dict[tuple, Tensor] = {}
-
-
-def _sign_pair(dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``[1, -1]`` in ``dtype`` on ``device`` (cached: one per dtype and device)."""
-    key = (dtype, device)
-    if key not in _CONSTS:
-        _CONSTS[key] = torch.tensor([1.0, -1.0], dtype=dtype, device=device)
-    return _CONSTS[key]
+_CONSTS: dict[tuple, object] = {}  # cached small constants (budgets, scalars)
 
 
 def _budgets(c: Budget, depth: int, name: str) -> list[float]:
@@ -114,15 +107,17 @@ def _budgets(c: Budget, depth: int, name: str) -> list[float]:
     return level_budgets(c, depth, name)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Plan:
+class _Plan(NamedTuple):
     """``[B]``-sized data of the chain of levels, coarse to fine, trajectory last (``L``).
 
     ``ids``: ``[depth * B]`` node ids of every upper level, offset so that all levels share
-    one index space of ``num_nodes`` nodes; ``num_traj``: ``[num_nodes, 1]`` ``|Tj(node)|``
-    clamped to 1; ``counts``: ``[L, B, 1]`` token counts ``T_D, T_g, ..., T_tau`` of each
-    row's node, clamped to 1 (the ``k`` of ``g_agg``); ``budgets``: ``[L, 1, 2]``
-    ``(C+, C-)``; ``lengths``: ``[B]`` ``T_tau`` clamped to 1, in the ratio dtype.
+    one index space of ``num_nodes`` nodes; ``num_traj``: ``[depth * B, 1]`` ``|Tj(node)|``
+    of each row's node at every upper level, clamped to 1; ``counts``: ``[L, B, 1]`` (``[B, 1]``
+    at depth 0) token counts ``k = T_D, ..., T_tau`` of each row's node, clamped to 1 (the ``k`` of
+    ``g_agg``); ``budgets``: ``[L, 1, 2]`` ``c = (C+, C-)``; ``edge``: ``(1 + 1/k) c``,
+    ``roll``: ``(k + 1) c`` and ``neg_k``: ``-k``, the constants of eq 10 (the expressions of
+    ``regimes.channel_regime`` and ``gating.g_agg``, so the same bits); ``lengths``:
+    ``[B, 1]`` ``T_tau`` clamped to 1, in the ratio dtype.
     """
 
     depth: int
@@ -131,9 +126,11 @@ class _Plan:
     num_traj: Tensor | None
     counts: Tensor
     budgets: Tensor
+    edge: Tensor
+    roll: Tensor
+    neg_k: Tensor
     lengths: Tensor
     raw_lengths: Tensor
-    valid: Tensor
     names: tuple[str, ...]
 
 
@@ -144,8 +141,8 @@ def _plan(h: Hierarchy, c_plus: Budget, c_minus: Budget, dtype: torch.dtype,
     cp = _budgets(c_plus, depth, "c_plus")
     cm = _budgets(c_minus, depth, "c_minus")
     dev = h.mask.device
-    lengths = h.lengths.clamp_min(1).to(dtype)
-    counts = lengths[None, :, None]
+    lengths = h.lengths.clamp_min(1).to(dtype)[:, None]
+    k = lengths  # [B, 1] broadcasts as [1, B, 1]
     ids = num_traj = None
     num_nodes = 0
     if depth:
@@ -153,24 +150,27 @@ def _plan(h: Hierarchy, c_plus: Budget, c_minus: Budget, dtype: torch.dtype,
         for lv in lvs[:-1]:
             offsets.append(offsets[-1] + lv.n)
         num_nodes = offsets[-1] + lvs[-1].n
-        ids = torch.cat([lv.ids + off for lv, off in zip(lvs, offsets)])
-        num_traj = torch.cat([lv.num_traj for lv in lvs]).clamp_min(1).to(dtype)[:, None]
-        # gating.base_log_weight casts the counts to the ratio dtype, then clamps at 1
-        up = torch.cat([lv.num_tokens for lv in lvs])[ids].to(dtype).clamp_min(1)
-        counts = torch.cat([up.view(depth, -1), lengths[None]])[:, :, None]
+        ids = torch.cat([lv.ids + off if off else lv.ids for lv, off in zip(lvs, offsets)])
+        # (|Tj(node)|, T_node) of every node, cast then clamped at 1 (gating.base_log_weight
+        # casts the counts to the ratio dtype, then clamps; both are whole numbers)
+        node = torch.cat([torch.stack([lv.num_traj, lv.num_tokens], 1) for lv in lvs])
+        per_row = node.to(dtype).clamp_min_(1)[ids]
+        num_traj = per_row[:, :1]
+        k = torch.cat([per_row[:, 1:].view(depth, -1, 1), k[None]])
     key = (tuple(cp), tuple(cm), dtype, dev)
-    budgets = _CONSTS.get(key)
-    if budgets is None:  # constant over a run: cached
-        budgets = torch.tensor([[[p, m]] for p, m in zip(cp, cm)], dtype=dtype, device=dev)
+    c = _CONSTS.get(key)
+    if c is None:  # constant over a run: cached
+        c = torch.tensor([[[p, m]] for p, m in zip(cp, cm)], dtype=dtype, device=dev)
         if len(_CONSTS) > 64:
             _CONSTS.clear()
-        _CONSTS[key] = budgets
-    return _Plan(depth, ids, num_nodes, num_traj, counts, budgets, lengths, h.lengths,
-                 h.lengths > 0, tuple(lv.name for lv in lvs) + ("trajectory",))
+        _CONSTS[key] = c
+    # 1 / k is reciprocal(k) * 1 in torch, so this is (1 + 1 / k) * c bit for bit
+    edge = torch.mul(k.reciprocal().add_(1), c)
+    return _Plan(depth, ids, num_nodes, num_traj, k, c, edge, (k + 1) * c, -k,
+                 lengths, h.lengths, tuple(lv.name for lv in lvs) + ("trajectory",))
 
 
-@dataclasses.dataclass(frozen=True)
-class _Rows:
+class _Rows(NamedTuple):
     """Per-row results of the forward. ``pm``: ``[B, 2]`` ``(log s+, log s-)`` (eq 9);
     ``passing`` / ``rolling``: ``[L, B, 2]`` bool channel regimes P / R of ``g_agg`` per level
     (``regimes.channel_regime``); ``gamma``: ``[L, B, 2]`` slopes of ``g_agg`` (eq 20's
@@ -183,46 +183,57 @@ class _Rows:
     log_w: Tensor
 
 
+def _scalars(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """``([1, -1], 0, 1)`` in ``dtype`` on ``device`` (cached: a Python scalar in
+    ``torch.where`` costs one more op per call)."""
+    key = ("scalars", dtype, device)
+    if key not in _CONSTS:
+        _CONSTS[key] = (torch.tensor([1.0, -1.0], dtype=dtype, device=device),
+                        torch.zeros((), dtype=dtype, device=device),
+                        torch.ones((), dtype=dtype, device=device))
+    return _CONSTS[key]
+
+
 def _node_gather(plan: _Plan, rows: Tensor) -> Tensor:
     """``[B, 2] -> [depth, B, 2]``: each row's node mean at every upper level (eq 33), the
     mean over valid trajectories; all levels in one ``index_add``."""
-    b = rows.shape[0]
-    # an empty row has s+- = 0/1 = 0, so it adds nothing (gating's where(valid) is a no-op)
-    src = rows.repeat(plan.depth, 1)
-    tot = torch.zeros(plan.num_nodes, 2, dtype=rows.dtype, device=rows.device)
-    node = tot.index_add_(0, plan.ids, src) / plan.num_traj
-    return node[plan.ids].view(plan.depth, b, 2)
+    # an empty row has s+- = 0/1 = 0, so it adds nothing (gating's where(valid) is a no-op);
+    # each node gets its rows in row order, as in hierarchy.node_mean: the same sums
+    tot = rows.new_zeros(plan.num_nodes, 2).index_add_(0, plan.ids, rows.repeat(plan.depth, 1))
+    return tot[plan.ids].div_(plan.num_traj).view(plan.depth, -1, 2)
 
 
 def _node_scatter(plan: _Plan, coef: Tensor) -> Tensor:
     """Adjoint of :func:`_node_gather`: ``[depth, B, 2] -> [B, 2]`` summed over levels.
     Empty rows get a value too; it only reaches their padding, which the caller masks."""
-    b = coef.shape[1]
-    tot = torch.zeros(plan.num_nodes, 2, dtype=coef.dtype, device=coef.device)
-    tot.index_add_(0, plan.ids, coef.reshape(plan.depth * b, 2))
-    return (tot / plan.num_traj)[plan.ids].view(plan.depth, b, 2).sum(0)
+    src = coef.reshape(-1, 2) / plan.num_traj
+    tot = coef.new_zeros(plan.num_nodes, 2).index_add_(0, plan.ids, src)
+    return tot[plan.ids].view(plan.depth, -1, 2).sum(0)
 
 
 def _base(plan: _Plan, sums: Tensor) -> _Rows:
-    """The base gate of every level from the ``[B, 2]`` row sums (eqs 8-10, 31, 33)."""
-    pm = sums / plan.lengths[:, None]
+    """The base gate of every level and both channels in one batched pass from the ``[B, 2]``
+    row sums (eqs 8-10, 31, 33)."""
+    pm = sums / plan.lengths
+    sgn, zero, one = _scalars(pm.dtype, pm.device)
     if plan.depth:
-        aggs = torch.cat([_node_gather(plan, pm), pm[None]])
-        delta = torch.cat([aggs[:1], aggs[1:] - aggs[:-1]])  # drift from the level above
+        node = _node_gather(plan, pm)
+        delta = torch.cat([node, pm[None]])
+        delta[1:].sub_(node)  # drift from the level above; the coarsest level's is its aggregate
     else:
         delta = pm[None]
-    c, k = plan.budgets, plan.counts
     # the branches of regimes.channel_regime and gating.g_agg (eq 10), same expressions
     a = delta.abs()
-    passing = a <= c
-    rolling = (a < (1 + 1 / k) * c) & ~passing
-    rollback = torch.sign(delta) * (k + 1) * c - k * delta
-    g = torch.where(passing, delta, torch.where(rolling, rollback, 0.0))
-    gamma = torch.where(passing, 1.0, torch.where(rolling, -k, 0.0))
-    if plan.depth:  # left to right, (log_w + g+) - g-, as gating.base_log_weight accumulates
-        log_w = torch.stack([g[..., 0], -g[..., 1]], 1).view(-1, g.shape[1]).cumsum(0)[-1]
+    passing = a <= plan.budgets
+    rolling = torch.gt(a < plan.edge, passing)  # (a < edge) & ~passing
+    rollback = torch.sign(delta).mul_(plan.roll).sub_(plan.counts * delta)
+    g = torch.where(passing, delta, torch.where(rolling, rollback, zero))
+    gamma = torch.where(passing, one, torch.where(rolling, plan.neg_k, zero))
+    if plan.depth:  # left to right per row, ((g+_0 - g-_0) + g+_1) - g-_1 ..., as
+        # gating.base_log_weight accumulates (x + (-y) = x - y exactly)
+        log_w = g.mul_(sgn).transpose(0, 1).reshape(pm.shape[0], -1).cumsum(1)[:, -1]
     else:
-        log_w = g[0, :, 0] - g[0, :, 1]
+        log_w = torch.sub(*g[0].unbind(1))
     return _Rows(pm, passing, rolling, gamma, log_w)
 
 
@@ -230,22 +241,24 @@ def _row_grads(plan: _Plan, rows: _Rows, eps: float, s_all: Tensor, s_g: Tensor,
                s_gu: Tensor) -> Tensor:
     """``[B, 2]`` per-row coefficients ``(a, b)`` of (1), divided by ``T_tau``.
 
-    ``s_all``: ``[B]`` ``sum g``; ``s_g``, ``s_gu``: ``[B, 2]`` ``sum g`` and
-    ``sum g [|u| <= eps]`` over the ``l = +`` and the ``l = -`` tokens of each row.
+    ``s_all``: ``[B]`` ``sum g``; ``s_g``: ``[B, 2]`` ``sum g`` over the ``l = -`` and the
+    ``l = +`` tokens of each row (that order); ``s_gu``: ``[B, 2]`` ``sum g [|u| <= eps]``
+    over the ``l = +`` and the ``l = -`` tokens.
     """
-    sgn = _sign_pair(s_all.dtype, s_all.device)
-    # d log_w / d s_k = gamma_k - gamma_{k+1} (eq 31 telescopes), sign -1 on the minus channel
+    _, zero, _ = _scalars(s_all.dtype, s_all.device)
+    # d log_w / d s_k = gamma_k - gamma_{k+1} (eq 31 telescopes), sign -1 on the minus
+    # channel; that sign cancels against the one of (a, -b) below, so neither is applied
     gam = rows.gamma
     if plan.depth:
-        coef = (gam - torch.cat([gam[1:], torch.zeros_like(gam[:1])])) * (s_all[:, None] * sgn)
+        dg = gam.clone()
+        dg[:-1].sub_(gam[1:])
+        coef = dg.mul_(s_all[:, None])
         d = coef[-1] + _node_scatter(plan, coef[:-1])
     else:
-        d = gam[0] * (s_all[:, None] * sgn)
+        d = gam[0] * s_all[:, None]
     # fiber residual (eqs 11-16): -clip(-s-) for l = +, -clip(s+) for l = -; torch's clamp
     # passes the gradient at |.| <= eps
-    iv = (rows.pm <= eps).to(s_all.dtype)
-    d = d - sgn * (s_gu + iv * s_g.flip(1))
-    return d * sgn / plan.lengths[:, None]
+    return d.sub_(s_gu).sub_(torch.where(rows.pm <= eps, s_g, zero)).div_(plan.lengths)
 
 
 # ---------------------------------------------------------------------------- token kernels
@@ -261,19 +274,19 @@ def _step(t: Tensor) -> Tensor:
     return torch.sign(t).add_(1).clamp_max_(1)
 
 
-def _eager_tokens(x: Tensor, pm: Tensor, off: Tensor, eps: float, stats: bool):
-    """``G [B, T]``, the saved ``(l_i = +, [|u_i| <= eps])`` as 0/1 floats, and the
-    ``[B, 3]`` row counts of the metrics (or ``None``)."""
+def _eager_tokens(x: Tensor, spm: Tensor, off: Tensor, eps: float, stats: bool):
+    """``G [B, T]``, the saved ``(l_i = +, [|u_i| <= eps])`` as 0/1 floats, and the three
+    ``[B]`` row counts of the metrics (or ``None``); ``spm``: ``[B, 2]`` ``(s+, -s-)``."""
     posf = _step(x)  # l_i = +1 iff x >= 0 (sign(0) = +1, F3)
     # l_i u_i = x - s+ (l = +), x + s- (l = -): lerp selects exactly at weights 0 and 1
-    shift = torch.lerp(-pm[:, 1:], pm[:, :1], posf)
+    shift = torch.lerp(spm[:, 1:], spm[:, :1], posf)
     lu = torch.sub(x, shift, out=shift)
     d = lu.abs().neg_().add_(eps)  # eps - |u|
     iuf = _step(d)  # [|u| <= eps], where clamp passes the gradient
     counts = None
     if stats:
         ce = d.neg_().sign_().add_(1).clamp_max_(1)  # [|u| >= eps], the metrics' fiber clip
-        counts = torch.stack([ce.sum(1), ce.mul_(posf).sum(1), posf.sum(1)], 1)
+        counts = (ce.sum(1), ce.mul_(posf).sum(1), posf.sum(1))
     # log G = clip(l u) + (log_w - clip(l v)) (eqs 7, 11-16); buffers reused: on CPU every
     # fresh [B, T] tensor costs its page faults
     g = lu.clamp_(-eps, eps).add_(torch.lerp(off[:, :1], off[:, 1:], posf, out=d)).exp_()
@@ -281,7 +294,8 @@ def _eager_tokens(x: Tensor, pm: Tensor, off: Tensor, eps: float, stats: bool):
 
 
 def _eager_grad_sums(grad: Tensor, g_out: Tensor, posf: Tensor, iuf: Tensor):
-    """Row sums of (1) and two work buffers: ``gu = g [|u| <= eps]`` and a spare."""
+    """Row sums of (1) (``sum g`` per sign in the order ``-, +``) and two work buffers:
+    ``gu = g [|u| <= eps]`` and a spare."""
     g = grad * g_out  # dL/dlog G
     t = g * posf
     s_all, s_pos = g.sum(1), t.sum(1)
@@ -290,7 +304,7 @@ def _eager_grad_sums(grad: Tensor, g_out: Tensor, posf: Tensor, iuf: Tensor):
     torch.mul(gu, posf, out=t)
     u_pos = t.sum(1)
     u_neg = t.neg_().add_(gu).sum(1)
-    return s_all, torch.stack([s_pos, s_neg], 1), torch.stack([u_pos, u_neg], 1), gu, t
+    return s_all, torch.stack([s_neg, s_pos], 1), torch.stack([u_pos, u_neg], 1), gu, t
 
 
 # the same kernels as plain expressions, for torch.compile to fuse (they recompute from x)
@@ -317,7 +331,7 @@ def _c_grad_sums(grad: Tensor, g_out: Tensor, x: Tensor, pm: Tensor, eps: float)
     g = grad * g_out
     gu = torch.where(lu.abs() <= eps, g, 0.0)
     return (g.sum(1),
-            torch.stack([torch.where(pos, g, 0.0).sum(1), torch.where(pos, 0.0, g).sum(1)], 1),
+            torch.stack([torch.where(pos, 0.0, g).sum(1), torch.where(pos, g, 0.0).sum(1)], 1),
             torch.stack([torch.where(pos, gu, 0.0).sum(1), torch.where(pos, 0.0, gu).sum(1)], 1))
 
 
@@ -345,14 +359,14 @@ class FiberGate(torch.autograd.Function):
     def forward(ctx, x: Tensor, plan: _Plan, eps: float, compiled: bool, sink: dict | None):
         sums = _compiled("_c_row_sums")(x) if compiled else _eager_row_sums(x)
         rows = _base(plan, sums)
-        sgn = _sign_pair(x.dtype, x.device)
+        spm = rows.pm * _scalars(x.dtype, x.device)[0]  # (s+, -s-)
         # per sign: log_w - clip(l v), l v = +s+ for l = -, -s- for l = + (eq 16)
-        off = rows.log_w[:, None] - (rows.pm * sgn).clamp_(-eps, eps)
+        off = rows.log_w[:, None] - spm.clamp(-eps, eps)
         if compiled:
             g, counts = _compiled("_c_tokens")(x, rows.pm, off, eps)
             ctx.save_for_backward(g, x)
         else:
-            g, saved, counts = _eager_tokens(x, rows.pm, off, eps, sink is not None)
+            g, saved, counts = _eager_tokens(x, spm, off, eps, sink is not None)
             ctx.save_for_backward(g, *saved)
         if sink is not None:
             sink.update(rows=rows, counts=counts, plan=plan, width=x.shape[1], eps=eps)
@@ -433,25 +447,49 @@ def _in_dtype(v: float, dtype: torch.dtype) -> float:
     return v if dtype == torch.float64 else float(torch.tensor(v, dtype=dtype))
 
 
+_NUMPY_FLOATS = (torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _metric_keys(names: tuple[str, ...]) -> tuple:
+    """Metric names of :func:`gate_metrics` for levels ``names`` (trajectory last)."""
+    glob, loc = _rg.GLOBAL_LABELS, _rg.LOCAL_LABELS
+    return ([f"regime/{lab}" for lab in glob], [f"regime/{lab}" for lab in loc],
+            [[f"regime/{name}/{lab}" for lab in glob] for name in names[:-1]],
+            [f"rollback_frac/{name}" for name in names])
+
+
 @torch.no_grad()
 def gate_metrics(stats: dict) -> dict[str, float]:
     """The metrics of ``losses.fiberpo._fiber_metrics`` (same keys, same values to rounding)
     from what the forward already computed: regime occupancy per level, local regimes, fiber
-    clip fraction, base-gate fraction, ``max |log w|``. The ``[B]``-sized inputs are packed
-    into one float64 tensor, moved to the host once, and finished in numpy.
+    clip fraction, base-gate fraction, ``max |log w|``. The ``[B]``-sized inputs are finished
+    in numpy: on the CPU they are read in place (no torch op), elsewhere packed into one
+    float64 tensor and moved to the host once.
 
     Padding holds ``x = 0``, so each padded token of a row is a ``+`` token with
     ``|u| = log s+``: its share of the row counts is removed in closed form.
     """
     rows, plan, width = stats["rows"], stats["plan"], stats["width"]
     eps = _in_dtype(stats["eps"], rows.pm.dtype)
-    f64 = torch.float64
+    counts = stats["counts"]
+    if isinstance(counts, Tensor):  # the compiled kernel's [B, 3]
+        counts = counts.unbind(1)
     n_lev, b = rows.passing.shape[:2]
-    flags = torch.stack([rows.passing, rows.rolling]).to(f64).permute(0, 1, 3, 2)
-    packed = torch.cat([stats["counts"].to(f64).T, rows.pm.to(f64).T, rows.log_w.to(f64)[None],
-                        plan.raw_lengths[None], flags.reshape(-1, b)]).cpu().numpy()
-    ce_sum, cepos_sum, pos_sum, plus, minus, log_w, length = packed[:7]
-    passing, rolling = packed[7:].reshape(2, n_lev, 2, b) > 0
+    if rows.pm.device.type == "cpu" and rows.pm.dtype in _NUMPY_FLOATS:
+        ce_sum, cepos_sum, pos_sum, log_w, length = (
+            t.numpy().astype(np.float64) for t in (*counts, rows.log_w, plan.raw_lengths))
+        plus, minus = rows.pm.numpy().astype(np.float64).T
+        passing = rows.passing.numpy().transpose(0, 2, 1)
+        rolling = rows.rolling.numpy().transpose(0, 2, 1)
+    else:
+        f64 = torch.float64
+        flags = torch.stack([rows.passing, rows.rolling]).to(f64).permute(0, 1, 3, 2)
+        packed = torch.cat([torch.stack(counts).to(f64), rows.pm.to(f64).T,
+                            rows.log_w.to(f64)[None], plan.raw_lengths[None].to(f64),
+                            flags.reshape(-1, b)]).cpu().numpy()
+        ce_sum, cepos_sum, pos_sum, plus, minus, log_w, length = packed[:7]
+        passing, rolling = packed[7:].reshape(2, n_lev, 2, b) > 0
     valid = length > 0
     pad = width - length
     ce_pad = (plus >= eps) * pad  # padded tokens with |u| = s+ >= eps
@@ -460,23 +498,25 @@ def gate_metrics(stats: dict) -> dict[str, float]:
     # fiber clip: |u| >= eps, or |v| >= eps with |v| = s- for l = +, s+ for l = - (eq 15)
     clip = (np.where(minus >= eps, pos_sum - pad, cepos_sum - ce_pad)
             + np.where(plus >= eps, width - pos_sum, ce_sum - cepos_sum))
-    regime = np.where(passing, 0, np.where(rolling, 1, 2))  # P / R / Z, [L, 2, B]
+    regime = 2 - 2 * passing - rolling  # P / R / Z = 0 / 1 / 2 (disjoint flags), [L, 2, B]
+    glob = _GLOBAL_TABLE[regime[:, 0] * 3 + regime[:, 1]]  # regimes.global_regime, [L, B]
+    all_valid = bool(valid.all())
+    if not all_valid:
+        glob, local, regime = glob[:, valid], local[valid], regime[:, :, valid]
     n_glob = len(_rg.GLOBAL_LABELS)
-    glob = _GLOBAL_TABLE[regime[:, 0] * 3 + regime[:, 1]][:, valid]  # regimes.global_regime
     occ = np.bincount((glob + n_glob * np.arange(n_lev)[:, None]).ravel(),
-                      minlength=n_lev * n_glob).reshape(n_lev, n_glob)
-    loc = np.bincount(local[valid], minlength=3)
-    rolled = (regime == 1).any(1)[:, valid].sum(1)
-    n = max(int(valid.sum()), 1)
-    out = {f"regime/{lab}": int(occ[-1, j]) / n for j, lab in enumerate(_rg.GLOBAL_LABELS)}
-    out.update({f"regime/{lab}": int(loc[j]) / n for j, lab in enumerate(_rg.LOCAL_LABELS)})
-    for name, counts in zip(plan.names[:-1], occ[:-1]):
-        out.update({f"regime/{name}/{lab}": int(counts[j]) / n
-                    for j, lab in enumerate(_rg.GLOBAL_LABELS)})
-    for name, count in zip(plan.names, rolled):
-        out[f"rollback_frac/{name}"] = int(count) / n
+                      minlength=n_lev * n_glob).reshape(n_lev, n_glob).tolist()
+    loc = np.bincount(local, minlength=3).tolist()
+    rolled = (regime == 1).any(1).sum(1).tolist()
+    n = max(glob.shape[1], 1)
+    top, local_keys, level_keys, roll_keys = _metric_keys(plan.names)
+    out = {key: c / n for key, c in zip(top, occ[-1])}
+    out.update({key: c / n for key, c in zip(local_keys, loc)})
+    for keys, counts in zip(level_keys, occ[:-1]):
+        out.update({key: c / n for key, c in zip(keys, counts)})
+    out.update({key: c / n for key, c in zip(roll_keys, rolled)})
     out["fiber_clip_frac"] = float(clip.sum()) / max(float(length.sum()), 1.0)
     out["clip_frac"] = out["fiber_clip_frac"]
     out["base_gate_frac"] = 1.0 - out["regime/G-I"]
-    out["log_base_weight/abs_max"] = float(np.abs(log_w[valid]).max())
+    out["log_base_weight/abs_max"] = float(np.abs(log_w if all_valid else log_w[valid]).max())
     return out

@@ -232,6 +232,30 @@ def test_float32_loss_route_equals_generic(seed):
         assert_metrics_match(fast.metrics, ref.metrics, x_scale * 1e9, F32_RTOL, seed)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_host_packed_metrics_equal_generic(monkeypatch, dtype):
+    """Property: the metrics route used off the CPU (the [B]-sized inputs packed into one
+    float64 tensor and moved to the host once) gives the generic path's metrics too; the
+    CPU tests otherwise only see the in-place numpy route. Empty rows and two levels."""
+    monkeypatch.setattr(fused, "_NUMPY_FLOATS", ())
+    rng = np.random.default_rng(7)
+    b, t = 24, 30
+    lengths = rng.integers(0, t + 1, size=b)
+    lengths[[3, 11]] = 0
+    mask = torch.as_tensor(np.arange(t)[None] < lengths[:, None])
+    groups = torch.as_tensor(np.arange(b) // 4)
+    case = Case(mask, torch.as_tensor(rng.normal(scale=0.08, size=(b, t))),
+                torch.as_tensor(rng.normal(size=(b, t))), [groups % 2, groups],
+                [0.1, 0.08, 0.05], [0.04, 0.05, 0.06], 0.03)
+    x_scale = 1.0 + float(case.log_ratio.abs().max())
+    rtol = METRIC_RTOL if dtype == torch.float64 else F32_RTOL
+    for name in ("fiberpo", "fiberpo_domain"):
+        fast, _ = _compute(case, name, generic=False, dtype=dtype)
+        ref, _ = _compute(case, name, generic=True, dtype=dtype)
+        assert_metrics_match(fast.metrics, ref.metrics, x_scale * (1 if rtol == METRIC_RTOL
+                                                                   else 1e9), rtol, case)
+
+
 def test_data_parallel_and_functorch_take_the_generic_path(monkeypatch):
     """Property: a hierarchy with its own allreduce hook, or a functorch-wrapped input, is
     not sent through the fused Function (whose backward ignores the hook)."""

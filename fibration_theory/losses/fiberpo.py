@@ -90,9 +90,10 @@ def fiberpo_domain(batch: Batch, *, c_plus: Budget = 0.12, c_minus: Budget = 0.0
     level, coarse to fine, trajectory last (per-level budgets; the toolkit's extension, F4).
     Missing ``group_ids``/``domain_ids`` drop that level; with no level this is FiberPO.
     """
-    depth = batch.hierarchy.depth
-    check_delta(gating.level_budgets(c_plus, depth, "c_plus"),
-                gating.level_budgets(c_minus, depth, "c_minus"), delta)
+    if delta is not None:  # the budgets themselves are checked where they are used
+        depth = batch.hierarchy.depth
+        check_delta(gating.level_budgets(c_plus, depth, "c_plus"),
+                    gating.level_budgets(c_minus, depth, "c_minus"), delta)
     gated, metrics = _gated(batch, c_plus, c_minus, eps, levels=True)
     mu = aggregation.weights(batch.hierarchy, agg, batch.dtype)
     return Surrogate(RGF(mu, gated, batch.advantages), metrics)
