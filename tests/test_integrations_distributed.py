@@ -282,7 +282,8 @@ def test_needs_initialized_process_group():
 def test_docs_example_runs(tmp_path):
     """Property: the distributed example of docs/integrations.md runs as written and passes its own
     checks."""
-    run_example("integrations.md", "distributed", tmp_path)
+    proc = run_example("integrations.md", "distributed", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_prefactorized_sparse_codes():

@@ -287,4 +287,5 @@ def test_missing_label_column_is_named(tmp_path):
 def test_docs_example_runs(tmp_path):
     """Property: the trl example of docs/integrations.md runs as written and passes its own
     checks."""
-    run_example("integrations.md", "trl", tmp_path)
+    proc = run_example("integrations.md", "trl", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

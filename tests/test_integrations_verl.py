@@ -262,4 +262,5 @@ def test_module_registration_state_without_verl():
 def test_docs_example_runs(tmp_path):
     """Property: the verl example of docs/integrations.md runs as written and passes its own
     checks."""
-    run_example("integrations.md", "verl", tmp_path)
+    proc = run_example("integrations.md", "verl", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
