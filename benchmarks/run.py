@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from fibration_theory.atomic import write_text
+
 QUICK = {"sizes": [10_000, 100_000, 1_000_000], "fgh_size": 100_000, "compile_sizes": [],
          "rounds": {10_000: 41, 100_000: 21, 1_000_000: 7}, "budget_s": 75.0,
          "solver_sizes": [100, 1_000, 10_000], "solver_budget_s": 30.0}
@@ -147,9 +149,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nwall time {result['wall_s']:.0f} s; load average at start "
           f"{result['machine']['load_average_at_start']}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1, default=str)
+        write_text(args.json, json.dumps(result, indent=1, default=str))
     if args.markdown:
         _write_markdown(args.markdown, result, sections)
     return 0
@@ -170,6 +170,4 @@ def _write_markdown(path: str, result: dict, sections: list[str]) -> None:
     if "solvers" in result:
         parts.append(report.solvers_table(result["solvers"], markdown=True))
     parts.append(report.targets_table(result, markdown=True))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write("\n\n".join(parts) + "\n")
+    write_text(path, "\n\n".join(parts) + "\n")

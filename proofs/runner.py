@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from fibration_theory.atomic import write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,13 +68,6 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     records = run_all(args.seed, args.only, progress=not args.no_progress)
@@ -86,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
         if r.status != "pass":
             print(f"  {r.status.upper()} {r.id} {r.name}: {r.detail}")
     if args.json:
-        _atomic_write(args.json, json.dumps([dataclasses.asdict(r) for r in records], indent=1))
+        write_text(args.json, json.dumps([dataclasses.asdict(r) for r in records], indent=1))
     if args.markdown:
-        _atomic_write(args.markdown, format_markdown(records, args.seed, seconds))
+        write_text(args.markdown, format_markdown(records, args.seed, seconds))
     if not records:
         print("no certificate ran", file=sys.stderr)
         return 1

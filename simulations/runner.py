@@ -22,12 +22,13 @@ import importlib
 import json
 import math
 import multiprocessing as mp
-import os
 import time
 import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from fibration_theory.atomic import write_text
 
 #: experiment name -> module exposing ``run_one(config, spec) -> RunResult``
 EXPERIMENT_MODULES = {
@@ -97,15 +98,7 @@ def _from_json(x: Any) -> Any:
     return x
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+atomic_write_text = write_text  # one writer for every result file of the toolkit
 
 
 def write_run(root: Path, spec: RunSpec, config: Any, result: RunResult, seconds: float) -> Path:
