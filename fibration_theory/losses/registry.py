@@ -9,6 +9,7 @@ RGF objective into a loss. Adding an objective is one decorated function.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable
 
@@ -59,9 +60,9 @@ class Entry:
     fn: Objective
     summary: str
 
-    @property
+    @functools.cached_property
     def params(self) -> dict[str, object]:
-        """Hyperparameters and their defaults."""
+        """Hyperparameters and their defaults (read once: ``compute`` checks them every call)."""
         sig = inspect.signature(self.fn)
         return {p.name: p.default for p in list(sig.parameters.values())[1:]}
 
