@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("proofs.runner", "run every certificate of the paper's statements (V1-V14)"),
     "figures": ("fibration_theory.figures_cli", "regenerate the paper's figures or plot results"),
     "reproduce": ("simulations.reproduce", "run the experiments and write DIR/summary.json"),
+    "lm": ("simulations.lm.cli", "RL-fine-tune a small LM with FiberPO and the baselines"),
     "bench": ("benchmarks.run", "time every objective against ppo_clip, and the exact solvers"),
 }
 

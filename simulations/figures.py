@@ -36,7 +36,7 @@ def _rng(tag: str) -> np.random.Generator:
     return np.random.default_rng(sum(map(ord, tag)))
 
 
-def _color(name: str, k: int) -> str:
+def method_color(name: str, k: int) -> str:
     return COLORS.get(name, plt.cm.tab20(k % 20))
 
 
@@ -47,7 +47,7 @@ def _group(runs: Runs, key: str = "method") -> dict[str, Runs]:
     return out
 
 
-def _band(ax, x, curves, label, color, tag):
+def band_plot(ax, x, curves, label, color, tag):
     center, lo, hi = stats.curve_band(np.asarray(curves), rng=_rng(tag))
     ax.plot(x, center, color=color, label=label, lw=1.6)
     ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
@@ -62,7 +62,7 @@ def _ci_bars(ax, names, runs_by, value, *, horizontal=True, tag="bars", ref=None
         los.append(est.point - est.low)
         his.append(est.high - est.point)
     pos = np.arange(len(names))
-    colors = [_color(n, k) for k, n in enumerate(names)]
+    colors = [method_color(n, k) for k, n in enumerate(names)]
     ax.barh(pos, meds, xerr=[los, his], color=colors, alpha=0.85, capsize=3)
     ax.set_yticks(pos, names)
     ax.invert_yaxis()
@@ -82,7 +82,7 @@ def plot_exact_curves(runs: Runs):
             curves = [[p["gap"] for p in r["curve"]] for r in by[m]]
             x = np.arange(len(curves[0]))
             ls = "--" if m in ("tv_trpo", "apc") else "-"
-            _band(ax, x, curves, m, _color(m, k), f"exact{v}{m}")
+            band_plot(ax, x, curves, m, method_color(m, k), f"exact{v}{m}")
             ax.lines[-1].set_linestyle(ls)
         dt = by[next(iter(by))][0]["final"]["delta_trpo"]
         ax.set_title(f"{v}  (delta_TRPO = {dt:.2g})", fontsize=10)
@@ -139,7 +139,7 @@ def plot_success_curves(runs: Runs, threshold: float | None = None, title: str =
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, names in zip(axes, (fam, rest)):
         for k, m in enumerate(sorted(set(names))):
-            _band(ax, grid / 1e3, [_interp(r, grid) for r in by[m]], m, _color(m, k), "sc" + m)
+            band_plot(ax, grid / 1e3, [_interp(r, grid) for r in by[m]], m, method_color(m, k), "sc" + m)
         if threshold is not None:
             ax.axhline(threshold, color="k", ls=":", lw=1)
         ax.set_xlabel("sampled tokens  [thousands]")
@@ -398,6 +398,10 @@ def make_figures(results_dir) -> list[Path]:
         save("depth.png", plot_depth(depth, budget))
         save("depth_tokens.png", plot_token_efficiency(
             depth, budget, title="FGH depth: token efficiency (median, 95% CI)"))
+    if (root / "runs" / "lm").is_dir():  # a `fibration lm` folder
+        from simulations.lm.report import make_lm_figures
+
+        made += make_lm_figures(root)
     return made
 
 

@@ -14,7 +14,7 @@ result is a noisier estimate of the same quantity as the full one.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from simulations import methods as mt
@@ -87,8 +87,10 @@ def tuning_jobs(plan: Plan, method_names: Sequence[str] | None = None) -> list[J
     return jobs
 
 
-def choose_factors(tune_runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Best grid factor per method: highest mean ``auc_success`` over tuning seeds.
+def choose_factors(tune_runs: list[dict[str, Any]], metric: str = "auc_success",
+                   factor_of: Callable[[str], float] | None = None) -> dict[str, dict[str, Any]]:
+    """Best grid factor per method: highest mean ``metric`` (of each run's ``final``) over
+    tuning seeds; ``factor_of`` reads the factor from a variant name.
 
     Ties go to the factor closest to 1 (the method's published default).
     Returns ``{method: {"factor", "variant", "score", "scores"}}``.
@@ -97,12 +99,13 @@ def choose_factors(tune_runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
     for run in tune_runs:
         s = run["spec"]
         by.setdefault(s["method"], {}).setdefault(s["variant"], []).append(
-            float(run["final"]["auc_success"]))
+            float(run["final"][metric]))
+    factor_of = factor_of or parse_factor
     out = {}
     for method, variants in by.items():
         scores = {v: sum(x) / len(x) for v, x in variants.items()}
-        best = max(scores, key=lambda v: (round(scores[v], 12), -abs(_factor(v) - 1.0)))
-        out[method] = {"factor": _factor(best), "variant": best, "score": scores[best],
+        best = max(scores, key=lambda v: (round(scores[v], 12), -abs(factor_of(v) - 1.0)))
+        out[method] = {"factor": factor_of(best), "variant": best, "score": scores[best],
                        "scores": scores}
     return out
 
@@ -143,11 +146,11 @@ def edge_scores(edge_runs: list[dict[str, Any]], chosen: dict[str, dict[str, Any
     for method, variants in out.items():
         scores = dict(chosen.get(method, {}).get("scores", {}))
         scores.update({v: sum(x) / len(x) for v, x in variants.items()})
-        table[method] = dict(sorted(scores.items(), key=lambda kv: _factor(kv[0])))
+        table[method] = dict(sorted(scores.items(), key=lambda kv: parse_factor(kv[0])))
     return table
 
 
-def _factor(variant: str) -> float:
+def parse_factor(variant: str) -> float:
     """The factor of a variant name, exact for the grid and edge factors (``x0.333`` is 1/3)."""
     known = list(mt.GRID_FACTORS) + [g for gs in EDGE_FACTORS.values() for g in gs]
     for g in known:

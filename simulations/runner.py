@@ -36,6 +36,7 @@ EXPERIMENT_MODULES = {
     "sequence": "simulations.token_efficiency",
     "gspo_tv": "simulations.gspo_tv",
     "depth": "simulations.depth",
+    "lm": "simulations.lm.rl",
 }
 
 
@@ -162,10 +163,10 @@ def is_done(root: Path, spec: RunSpec, config: Any = None) -> bool:
     return same_params and same_config
 
 
-def _init_worker() -> None:
+def _init_worker(threads: int = 1) -> None:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process (in-process runs)
@@ -184,7 +185,7 @@ def _execute(job: tuple[RunSpec, Any]) -> tuple[RunSpec, Any, RunResult | None, 
 
 
 def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2,
-            desc: str = "runs", progress: bool = True) -> dict[str, int]:
+            desc: str = "runs", progress: bool = True, threads: int = 1) -> dict[str, int]:
     """Run every job not already on disk; returns ``{"done", "skipped", "failed"}`` counts.
 
     Jobs are ordered longest-first when the config offers ``cost`` (better packing on two
@@ -210,7 +211,7 @@ def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2
     try:
         results: Iterable
         if workers == 1:
-            _init_worker()
+            _init_worker(threads)
             results = map(_execute, todo)
             _handle(root, results, counts, bar)
         else:

