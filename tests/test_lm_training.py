@@ -219,6 +219,10 @@ def test_plan_and_command_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
     with pytest.raises(RuntimeError, match=r"fibration-theory\[lm\]"):
         models.require_transformers("fibration lm")
+    from fibration_theory import cli
+
+    with pytest.raises(SystemExit, match=r"needs the Hugging Face `transformers`"):
+        cli.main(["lm", "--quick", "--out", str(tmp_path / "x")])
 
 
 def test_command_end_to_end_writes_the_summary_and_resumes(tmp_path, monkeypatch):

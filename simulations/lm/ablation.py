@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("reward_after", "improvement"):
             est = stats.bootstrap_ci([r["final"][key] for r in rs], "median", rng=rng)
             row[key] = {"median": est.point, "ci_low": est.low, "ci_high": est.high}
+        for key in ("mean_tv/trajectory", "mean_loss/clip_frac",
+                    "mean_loss/rollback_frac/trajectory"):
+            vals = [r["final"][key] for r in rs if key in r["final"]]
+            row[key] = float(np.median(vals)) if vals else None
         row["seeds"] = len(rs)
         row["params"] = rs[0]["spec"]["params"] if rs else {}
         table[name] = row
@@ -78,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         a, i = row["reward_after"], row["improvement"]
         print(f"{name:11s} reward after {a['median']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]"
               f"  improvement {i['median']:+.3f} [{i['ci_low']:+.3f}, {i['ci_high']:+.3f}]"
-              f"  ({row['seeds']} seeds)")
+              f"  ({row['seeds']} seeds)  tv/trajectory {row['mean_tv/trajectory']:.4f}"
+              f"  clipped tokens {row['mean_loss/clip_frac']:.3f}  rollback trajectories "
+              f"{row['mean_loss/rollback_frac/trajectory'] or 0.0:.3f}")
     return 0
 
 

@@ -167,7 +167,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    require_transformers("fibration lm")
+    try:
+        require_transformers("fibration lm")
+    except RuntimeError as err:  # a message, not a traceback
+        raise SystemExit(str(err)) from None
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():

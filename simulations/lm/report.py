@@ -33,10 +33,15 @@ from simulations.runner import _jsonable, load_runs
 
 Runs = list[dict[str, Any]]
 
-#: per-run diagnostics averaged over updates, reported per method (median over seeds)
+#: per-run diagnostics averaged over updates, reported per method (median over seeds);
+#: ``mean_loss/*`` are the objective's own metrics during the minibatch steps (the fraction
+#: of tokens clipped, of trajectories or nodes in rollback), the others are measured on the
+#: whole batch after the update
 DIAGNOSTICS = ("mean_tv/token", "mean_tv/trajectory", "mean_tv/group", "mean_tv/domain",
                "mean_kl/tj", "mean_regime/G-I", "mean_regime/G-II,r", "mean_regime/G-II",
-               "mean_regime/L-I", "mean_regime/L-III", "mean_entropy", "mean_response_length",
+               "mean_regime/L-I", "mean_regime/L-III", "mean_loss/clip_frac",
+               "mean_loss/rollback_frac/trajectory", "mean_loss/rollback_frac/group",
+               "mean_loss/rollback_frac/domain", "mean_entropy", "mean_response_length",
                "sec_per_update")
 
 
