@@ -115,3 +115,21 @@ def test_group_advantages_match_a_literal_loop(rows):
         same = rewards[group == group[i]]
         mean, std = same.mean(), same.std(unbiased=False)
         assert abs(float(got[i]) - float((rewards[i] - mean) / (std + 1e-6))) < 1e-12
+
+
+def test_results_page_tables_are_the_data():
+    """docs/results-lm.md shows the tables rendered from the committed summaries (pasted,
+    not retyped), so its numbers are the data's."""
+    import json
+    from pathlib import Path
+
+    from simulations.lm.ablation import render_markdown as ablation_table
+    from simulations.lm.report import render_markdown
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    page = (docs / "results-lm.md").read_text()
+    for run in ("quick", "smollm2"):
+        summary = json.loads((docs / "results-lm" / run / "summary.json").read_text())
+        assert render_markdown(summary) in page, run
+    table = json.loads((docs / "results-lm" / "quick" / "ablation.json").read_text())
+    assert ablation_table(table) in page

@@ -51,12 +51,32 @@ def jobs(out: Path, seeds: int):
             yield RunSpec("lm", method, f"ablation-{name}", "eval", s, items), plan.rl
 
 
+def render_markdown(table: dict) -> str:
+    """The ablation table of ``docs/results-lm.md`` from ``ablation.json``."""
+    head = ("| ablation | reward after [95% CI] | improvement [95% CI] | seeds | tv/trajectory "
+            "| clipped tokens | rollback trajectories |")
+    lines = [head, "|" + "---|" * 7]
+    for name, row in table.items():
+        a, i = row["reward_after"], row["improvement"]
+        rb = row["mean_loss/rollback_frac/trajectory"]
+        lines.append(f"| {name} | {a['median']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}] | "
+                     f"{i['median']:+.3f} [{i['ci_low']:+.3f}, {i['ci_high']:+.3f}] | "
+                     f"{row['seeds']} | {row['mean_tv/trajectory']:.4f} | "
+                     f"{row['mean_loss/clip_frac']:.3f} | {'–' if rb is None else f'{rb:.3f}'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True,
                         help="a `fibration lm --quick` results folder (its warm start is used)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--table", action="store_true",
+                        help="only print the table of an existing DIR/ablation.json")
     args = parser.parse_args(argv)
+    if args.table:
+        print(render_markdown(json.loads((args.out / "ablation.json").read_text())), end="")
+        return 0
     if not (args.out / "warmstart" / "meta.json").exists():
         raise SystemExit(f"--out: {args.out} has no warm start; run `fibration lm --quick "
                          f"--out {args.out}` first")
@@ -78,13 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         row["params"] = rs[0]["spec"]["params"] if rs else {}
         table[name] = row
     atomic_write_text(args.out / "ablation.json", json.dumps(table, indent=1))
-    for name, row in table.items():
-        a, i = row["reward_after"], row["improvement"]
-        print(f"{name:11s} reward after {a['median']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]"
-              f"  improvement {i['median']:+.3f} [{i['ci_low']:+.3f}, {i['ci_high']:+.3f}]"
-              f"  ({row['seeds']} seeds)  tv/trajectory {row['mean_tv/trajectory']:.4f}"
-              f"  clipped tokens {row['mean_loss/clip_frac']:.3f}  rollback trajectories "
-              f"{row['mean_loss/rollback_frac/trajectory'] or 0.0:.3f}")
+    print(render_markdown(table), end="")
     return 0
 
 

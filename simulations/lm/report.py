@@ -168,7 +168,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         e = methods[m]
         p = e.get("paired_vs_grpo")
         paired = "(reference)" if p is None else _ci(p["median"], [p["ci_low"], p["ci_high"]])
-        lines.append(f"| {m} | {tuning.get(m, {}).get('factor', 1.0):g} | "
+        lines.append(f"| {m} | {tuning.get(m, {}).get('factor', 1.0):.3g} | "
                      f"{e['reward_before']:.3f} | {_ci(e['reward_after'], e['reward_after_ci'])} | "
                      f"{_ci(e['improvement'], e['improvement_ci'])} | "
                      f"{e['improved_seeds']}/{e['seeds']} | {paired} | {e['tokens']:,} |")
@@ -183,8 +183,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines += ["", "| method | " + " | ".join(k.replace("mean_", "") for k in diag) + " |",
               "|" + "---|" * (len(diag) + 1)]
     for m in order:
-        lines.append(f"| {m} | " + " | ".join(f"{methods[m].get(k, float('nan')):.3g}"
-                                              for k in diag) + " |")
+        lines.append(f"| {m} | " + " | ".join("–" if methods[m].get(k) is None else
+                                              f"{methods[m][k]:.3g}" for k in diag) + " |")
     if tuning:
         variants = sorted({v for c in tuning.values() for v in c["scores"]},
                           key=lambda v: float(v.rsplit("-x", 1)[1]))
