@@ -194,7 +194,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         for m in sorted(tuning):
             sc = tuning[m]["scores"]
             lines.append(f"| {m} | " + " | ".join(f"{sc[v]:.3f}" if v in sc else "" for v in
-                                                  variants) + f" | x{tuning[m]['factor']:g} |")
+                                                  variants) + f" | x{tuning[m]['factor']:.3g} |")
     return "\n".join(lines) + "\n"
 
 
