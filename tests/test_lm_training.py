@@ -273,7 +273,12 @@ def test_command_end_to_end_writes_the_summary_and_resumes(tmp_path, monkeypatch
     assert not list((out / "checkpoints").glob("*.pt"))  # finished runs leave none behind
     files = sorted((out / "runs" / "lm").rglob("*.jsonl"))
     stamps = [f.stat().st_mtime_ns for f in files]
-    assert len(files) == 4 + 4  # tuning (2 methods x 2 factors) and evaluation (2 x 2 seeds)
+    # tuning (2 methods x 2 factors), the grid-edge check (every choice is on the edge of a
+    # 2-factor grid: 2 methods x 2 factors beyond it) and evaluation (2 methods x 2 seeds)
+    assert len(files) == 4 + 4 + 4
+    for m, choice in tuning.items():
+        beyond = {"x30", "x100"} if choice["factor"] == 3.0 else {"x0.111", "x0.037"}
+        assert {v.rsplit("-", 1)[1] for v in summary["tuning_edge"][m]} == beyond
     assert cli.main(["lm", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert [f.stat().st_mtime_ns for f in files] == stamps  # resumed: nothing recomputed
 

@@ -43,7 +43,7 @@ from simulations.lm.rl import LM_METHODS, RLConfig
 from simulations.lm.tasks import TaskSet
 from simulations.lm.warmstart import WarmStartConfig
 from simulations.methods import GRID_FACTORS, all_methods
-from simulations.plan import choose_factors, factor_name, parse_factor
+from simulations.plan import EDGE_FACTORS, choose_factors, factor_name, parse_factor
 from simulations.runner import RunSpec, _jsonable, atomic_write_text, load_runs, run_all
 
 #: the methods compared by default (every key of LM_METHODS)
@@ -136,6 +136,30 @@ def choose(runs: list[dict]) -> dict[str, dict]:
     return choose_factors(runs, "auc_reward", lambda v: parse_factor(v.rsplit("-", 1)[1]))
 
 
+def edge_jobs(plan: LMPlan, chosen: dict[str, dict]) -> list[tuple[RunSpec, RLConfig]]:
+    """For a method whose tuned factor is on the edge of the grid, the next two factors beyond
+    it on the tuning seeds (role ``edge``; reported, never chosen), as in ``reproduce``."""
+    out = []
+    for m, choice in sorted(chosen.items()):
+        f = choice["factor"]
+        side = "high" if f == max(plan.grid) else "low" if f == min(plan.grid) else None
+        for g in EDGE_FACTORS.get(side, ()):
+            out += [(_spec(plan, m, g, "edge", s, f"{plan.name}-{factor_name(g)}"), plan.rl)
+                    for s in plan.tune_seeds]
+    return out
+
+
+def edge_scores(out: Path, plan: LMPlan) -> dict[str, dict[str, float]]:
+    """``{method: {variant: mean auc_reward}}`` of the edge runs of ``plan`` under ``out``."""
+    scores: dict[str, dict[str, list[float]]] = {}
+    for r in load_runs(out, "lm", role="edge"):
+        spec = r["spec"]
+        if spec["variant"].rsplit("-", 1)[0] == plan.name and spec["method"] in plan.methods:
+            scores.setdefault(spec["method"], {}).setdefault(spec["variant"], []).append(
+                float(r["final"]["auc_reward"]))
+    return {m: {v: sum(x) / len(x) for v, x in vs.items()} for m, vs in scores.items()}
+
+
 def jobs(plan: LMPlan, chosen: dict[str, dict] | None = None) -> list[tuple[RunSpec, RLConfig]]:
     """One evaluation (spec, config) per method and seed, at the chosen factor (default 1)."""
     chosen = chosen or {}
@@ -214,6 +238,9 @@ def run(args: argparse.Namespace) -> int:
                 and r["spec"]["method"] in plan.methods]
         chosen = choose(tune)
         atomic_write_text(out / "tuning.json", json.dumps(chosen, indent=1, sort_keys=True))
+        counts = run_all(out, edge_jobs(plan, chosen), workers=plan.workers,
+                         desc="lm grid-edge check", progress=progress, threads=threads)
+        failed += counts["failed"]
     counts = run_all(out, jobs(plan, chosen), workers=plan.workers,
                      desc=f"lm evaluation ({plan.name})", progress=progress, threads=threads)
     failed += counts["failed"]
@@ -221,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = build_summary(out, plan)
     summary["tuning"] = chosen
+    summary["tuning_edge"] = edge_scores(out, plan) if plan.tune_seeds else {}
     summary["run"] = {"plan": plan.name, "device": _device_name(args.device),
                       "seconds_this_invocation": round(time.perf_counter() - start, 1),
                       "failed_runs": failed, "python": sys.version.split()[0],

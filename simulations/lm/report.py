@@ -186,15 +186,17 @@ def render_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {m} | " + " | ".join("–" if methods[m].get(k) is None else
                                               f"{methods[m][k]:.3g}" for k in diag) + " |")
     if tuning:
-        variants = sorted({v for c in tuning.values() for v in c["scores"]},
+        edge = summary.get("tuning_edge") or {}
+        scores = {m: {**tuning[m]["scores"], **edge.get(m, {})} for m in tuning}
+        variants = sorted({v for sc in scores.values() for v in sc},
                           key=lambda v: float(v.rsplit("-x", 1)[1]))
-        lines += ["", "| method (tuning score: mean held-out reward) | "
-                  + " | ".join("x" + v.rsplit("-x", 1)[1] for v in variants) + " | chosen |",
-                  "|" + "---|" * (len(variants) + 2)]
+        lines += ["", "| method (tuning score: mean held-out reward; * = grid-edge check, never "
+                  "chosen) | " + " | ".join("x" + v.rsplit("-x", 1)[1] for v in variants)
+                  + " | chosen |", "|" + "---|" * (len(variants) + 2)]
         for m in sorted(tuning):
-            sc = tuning[m]["scores"]
-            lines.append(f"| {m} | " + " | ".join(f"{sc[v]:.3f}" if v in sc else "" for v in
-                                                  variants) + f" | x{tuning[m]['factor']:.3g} |")
+            cells = [(f"{scores[m][v]:.3f}" + ("*" if v in edge.get(m, {}) else ""))
+                     if v in scores[m] else "" for v in variants]
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | x{tuning[m]['factor']:.3g} |")
     return "\n".join(lines) + "\n"
 
 
