@@ -6,5 +6,6 @@ One module per concern: :mod:`.codec` (tokenizers), :mod:`.tasks` (domains, prom
 rewards), :mod:`.models` (building and loading models; the only place that imports
 ``transformers``), :mod:`.sampling` (KV-cache sampling and token log-probabilities),
 :mod:`.warmstart` (supervised warm start), :mod:`.rl` (the RL loop, one function),
-:mod:`.report` (summary and figures), :mod:`.cli` (the command).
+:mod:`.report` (summary, figures, Markdown tables), :mod:`.cli` (the command),
+:mod:`.ablation` (FiberPO's gates opened one at a time).
 """

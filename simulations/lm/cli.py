@@ -10,8 +10,9 @@ skips what is done.
 Protocol (as in ``fibration reproduce``): every method gets the same grid
 (:data:`simulations.methods.GRID_FACTORS` times its clip or budget parameters) on tuning
 seeds 1000, 1001, ...; the factor with the highest mean held-out reward over the run
-(``auc_reward``) is chosen (``DIR/tuning.json``) and the evaluation seeds 0, 1, ... are run
-at it. Plans (``plan.json`` holds the one used):
+(``auc_reward``) is chosen (``DIR/tuning.json``); a choice on the edge of the grid also gets
+the two factors beyond it (role ``edge``, in ``summary["tuning_edge"]``; reported, never
+chosen); the evaluation seeds 0, 1, ... are run at the chosen factor. Plans (``plan.json`` holds the one used):
 
 =====================  ========================  =================  ==========  ====  =======
 mode                   model                     tokens per run     eval seeds  tune  workers
