@@ -134,19 +134,21 @@ def edge_jobs(plan: Plan, chosen: dict[str, dict[str, Any]]) -> list[Job]:
     return jobs
 
 
-def edge_scores(edge_runs: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]
+def edge_scores(edge_runs: list[dict[str, Any]], chosen: dict[str, dict[str, Any]],
+                metric: str = "auc_success", factor_of: Callable[[str], float] | None = None
                 ) -> dict[str, dict[str, float]]:
-    """``{method: {variant: mean tuning AUC}}`` over the grid and the edge factors."""
+    """``{method: {variant: mean tuning metric}}`` over the grid and the edge factors."""
+    factor_of = factor_of or parse_factor
     out: dict[str, dict[str, float]] = {}
     for run in edge_runs:
         s = run["spec"]
         out.setdefault(s["method"], {}).setdefault(s["variant"], []).append(
-            float(run["final"]["auc_success"]))
+            float(run["final"][metric]))
     table = {}
     for method, variants in out.items():
         scores = dict(chosen.get(method, {}).get("scores", {}))
         scores.update({v: sum(x) / len(x) for v, x in variants.items()})
-        table[method] = dict(sorted(scores.items(), key=lambda kv: parse_factor(kv[0])))
+        table[method] = dict(sorted(scores.items(), key=lambda kv: factor_of(kv[0])))
     return table
 
 

@@ -26,10 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from simulations import stats
-from simulations.lm.cli import make_plan
-from simulations.lm.rl import LM_METHODS
-from simulations.methods import all_methods
-from simulations.runner import RunSpec, atomic_write_text, load_runs, run_all
+from simulations.lm.cli import make_plan, run_spec
+from simulations.runner import atomic_write_text, load_runs, run_all
 
 WIDE = 10.0
 ABLATIONS: dict[str, tuple[str, dict[str, float]]] = {
@@ -43,12 +41,9 @@ ABLATIONS: dict[str, tuple[str, dict[str, float]]] = {
 
 def jobs(out: Path, seeds: int):
     plan = make_plan(quick=True, device="cpu", model=None, out=out)
-    registry = all_methods()
     for name, (method, override) in ABLATIONS.items():
-        params = registry[LM_METHODS[method]].params(1.0, depth=2) | override
-        items = tuple(sorted(params.items()))
         for s in range(seeds):
-            yield RunSpec("lm", method, f"ablation-{name}", "eval", s, items), plan.rl
+            yield run_spec(plan, method, 1.0, "eval", s, f"ablation-{name}", override), plan.rl
 
 
 def render_markdown(table: dict) -> str:

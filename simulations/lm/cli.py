@@ -45,6 +45,7 @@ from simulations.lm.tasks import TaskSet
 from simulations.lm.warmstart import WarmStartConfig
 from simulations.methods import GRID_FACTORS, all_methods
 from simulations.plan import EDGE_FACTORS, choose_factors, factor_name, parse_factor
+from simulations.plan import edge_scores as plan_edge_scores
 from simulations.runner import RunSpec, _jsonable, atomic_write_text, load_runs, run_all
 
 #: the methods compared by default (every key of LM_METHODS)
@@ -119,22 +120,23 @@ def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
 TUNE_SEED0 = 1000
 
 
-def _spec(plan: LMPlan, method: str, factor: float, role: str, seed: int,
-          variant: str) -> RunSpec:
-    params = all_methods()[LM_METHODS[method]].params(factor, depth=2)
+def run_spec(plan: LMPlan, method: str, factor: float, role: str, seed: int,
+          variant: str, override: dict | None = None) -> RunSpec:
+    """The run of ``method`` at grid ``factor`` (parameters then set by ``override``)."""
+    params = all_methods()[LM_METHODS[method]].params(factor, depth=2) | (override or {})
     items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
     return RunSpec("lm", method, variant, role, seed, items)
 
 
 def tuning_jobs(plan: LMPlan) -> list[tuple[RunSpec, RLConfig]]:
     """Every method at every grid factor on every tuning seed (variant ``NAME-xFACTOR``)."""
-    return [(_spec(plan, m, f, "tune", s, f"{plan.name}-{factor_name(f)}"), plan.rl)
+    return [(run_spec(plan, m, f, "tune", s, f"{plan.name}-{factor_name(f)}"), plan.rl)
             for m in plan.methods for f in plan.grid for s in plan.tune_seeds]
 
 
 def choose(runs: list[dict]) -> dict[str, dict]:
     """The tuned factor of each method (see :func:`simulations.plan.choose_factors`)."""
-    return choose_factors(runs, "auc_reward", lambda v: parse_factor(v.rsplit("-", 1)[1]))
+    return choose_factors(runs, "auc_reward", _variant_factor)
 
 
 def edge_jobs(plan: LMPlan, chosen: dict[str, dict]) -> list[tuple[RunSpec, RLConfig]]:
@@ -145,26 +147,31 @@ def edge_jobs(plan: LMPlan, chosen: dict[str, dict]) -> list[tuple[RunSpec, RLCo
         f = choice["factor"]
         side = "high" if f == max(plan.grid) else "low" if f == min(plan.grid) else None
         for g in EDGE_FACTORS.get(side, ()):
-            out += [(_spec(plan, m, g, "edge", s, f"{plan.name}-{factor_name(g)}"), plan.rl)
+            out += [(run_spec(plan, m, g, "edge", s, f"{plan.name}-{factor_name(g)}"), plan.rl)
                     for s in plan.tune_seeds]
     return out
 
 
+def _variant_factor(variant: str) -> float:
+    return parse_factor(variant.rsplit("-", 1)[1])
+
+
+def _runs_of(out: Path, plan: LMPlan, role: str) -> list[dict]:
+    """The ``role`` runs of ``plan``'s grid variants (``NAME-xFACTOR``) and methods."""
+    return [r for r in load_runs(out, "lm", role=role)
+            if r["spec"]["variant"].rsplit("-", 1)[0] == plan.name
+            and r["spec"]["method"] in plan.methods]
+
+
 def edge_scores(out: Path, plan: LMPlan) -> dict[str, dict[str, float]]:
     """``{method: {variant: mean auc_reward}}`` of the edge runs of ``plan`` under ``out``."""
-    scores: dict[str, dict[str, list[float]]] = {}
-    for r in load_runs(out, "lm", role="edge"):
-        spec = r["spec"]
-        if spec["variant"].rsplit("-", 1)[0] == plan.name and spec["method"] in plan.methods:
-            scores.setdefault(spec["method"], {}).setdefault(spec["variant"], []).append(
-                float(r["final"]["auc_reward"]))
-    return {m: {v: sum(x) / len(x) for v, x in vs.items()} for m, vs in scores.items()}
+    return plan_edge_scores(_runs_of(out, plan, "edge"), {}, "auc_reward", _variant_factor)
 
 
 def jobs(plan: LMPlan, chosen: dict[str, dict] | None = None) -> list[tuple[RunSpec, RLConfig]]:
     """One evaluation (spec, config) per method and seed, at the chosen factor (default 1)."""
     chosen = chosen or {}
-    return [(_spec(plan, m, chosen.get(m, {}).get("factor", 1.0), "eval", s, plan.name), plan.rl)
+    return [(run_spec(plan, m, chosen.get(m, {}).get("factor", 1.0), "eval", s, plan.name), plan.rl)
             for m in plan.methods for s in plan.seeds]
 
 
@@ -234,10 +241,7 @@ def run(args: argparse.Namespace) -> int:
         counts = run_all(out, tuning_jobs(plan), workers=plan.workers, desc="lm tuning",
                          progress=progress, threads=threads)
         failed += counts["failed"]
-        tune = [r for r in load_runs(out, "lm", role="tune")
-                if r["spec"]["variant"].rsplit("-", 1)[0] == plan.name
-                and r["spec"]["method"] in plan.methods]
-        chosen = choose(tune)
+        chosen = choose(_runs_of(out, plan, "tune"))
         atomic_write_text(out / "tuning.json", json.dumps(chosen, indent=1, sort_keys=True))
         counts = run_all(out, edge_jobs(plan, chosen), workers=plan.workers,
                          desc="lm grid-edge check", progress=progress, threads=threads)

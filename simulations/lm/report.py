@@ -194,7 +194,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
                   "chosen) | " + " | ".join("x" + v.rsplit("-x", 1)[1] for v in variants)
                   + " | chosen |", "|" + "---|" * (len(variants) + 2)]
         for m in sorted(tuning):
-            cells = [(f"{scores[m][v]:.3f}" + ("*" if v in edge.get(m, {}) else ""))
+            cells = [(f"{scores[m][v]:.3f}" + ("" if v in tuning[m]["scores"] else "*"))
                      if v in scores[m] else "" for v in variants]
             lines.append(f"| {m} | " + " | ".join(cells) + f" | x{tuning[m]['factor']:.3g} |")
     return "\n".join(lines) + "\n"

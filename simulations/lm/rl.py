@@ -152,8 +152,9 @@ def train(cfg: RLConfig, method: Method, params: dict[str, Any], seed: int, *,
         update += 1
         problems = cfg.tasks.draw(rng, cfg.prompts_per_domain, "train")
         group = torch.arange(len(problems)).repeat_interleave(cfg.group_size)
-        ro, rewards = rollout(model, codec, cfg.tasks, [problems[int(g)] for g in group],
-                              max_new=cfg.max_new, generator=gen)
+        row_problems = [problems[int(g)] for g in group]
+        ro, rewards = rollout(model, codec, cfg.tasks, row_problems, max_new=cfg.max_new,
+                              generator=gen)
         tokens += ro.num_tokens
         adv = (group_advantages(rewards, group).to(device)[:, None] * ro.mask).double()
         with torch.no_grad():
@@ -182,8 +183,7 @@ def train(cfg: RLConfig, method: Method, params: dict[str, Any], seed: int, *,
             if nonfinite:
                 break
         point = {"update": update, "tokens": tokens,
-                 **domain_means(cfg.tasks, [problems[int(g)] for g in group], rewards,
-                                "train_reward"),
+                 **domain_means(cfg.tasks, row_problems, rewards, "train_reward"),
                  **_update_stats(model, ro, old_lp, entropy, problems, group, gate, gate_levels),
                  **tally.mean()}
         if update % cfg.eval_every == 0 or tokens >= cfg.token_budget or nonfinite:
