@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks import harness, legacy
-from benchmarks.workload import Workload, make_workload
+from fibration_theory.benchmarks import harness, legacy
+from fibration_theory.benchmarks.workload import Workload, make_workload
 from fibration_theory import fused, losses
 from fibration_theory.losses.fiberpo import _fiber_metrics
 from fibration_theory.losses.registry import Batch
@@ -28,7 +28,7 @@ BASELINE = "ppo_clip"
 
 @dataclasses.dataclass
 class Config:
-    """What to run; filled from the command line by ``benchmarks.run``."""
+    """What to run; filled from the command line by ``fibration_theory.benchmarks.run``."""
 
     device: str
     dtype: torch.dtype

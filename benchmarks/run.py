@@ -82,9 +82,9 @@ def _cpu_name() -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmarks import objectives as ob
-    from benchmarks import report
-    from benchmarks.solvers import solvers_section
+    from fibration_theory.benchmarks import objectives as ob
+    from fibration_theory.benchmarks import report
+    from fibration_theory.benchmarks.solvers import solvers_section
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("--device cuda: no CUDA device is visible to torch", file=sys.stderr)
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_markdown(path: str, result: dict, sections: list[str]) -> None:
-    from benchmarks import report
+    from fibration_theory.benchmarks import report
 
     parts = [f"Command: `{result['command']}`; machine: {result['machine']}"]
     if "objectives" in result:

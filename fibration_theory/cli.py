@@ -14,11 +14,11 @@ import sys
 #: name -> (module path, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "losses": ("fibration_theory.losses.cli", "list the registered objectives, one line each"),
-    "verify": ("proofs.runner", "run every certificate of the paper's statements (V1-V14)"),
+    "verify": ("fibration_theory.proofs.runner", "run every certificate of the paper's statements (V1-V14)"),
     "figures": ("fibration_theory.figures_cli", "regenerate the paper's figures or plot results"),
-    "reproduce": ("simulations.reproduce", "run the experiments and write DIR/summary.json"),
-    "lm": ("simulations.lm.cli", "RL-fine-tune a small LM with FiberPO and the baselines"),
-    "bench": ("benchmarks.run", "time every objective against ppo_clip, and the exact solvers"),
+    "reproduce": ("fibration_theory.simulations.reproduce", "run the experiments and write DIR/summary.json"),
+    "lm": ("fibration_theory.simulations.lm.cli", "RL-fine-tune a small LM with FiberPO and the baselines"),
+    "bench": ("fibration_theory.benchmarks.run", "time every objective against ppo_clip, and the exact solvers"),
 }
 
 

@@ -2,7 +2,7 @@
 
 ``fibration figures --paper --out docs/img`` writes ``fig2.png``, ``fig3.png``, ``fig4.png``
 (:func:`fibration_theory.plotting.make_paper_figures`). ``fibration figures --from DIR``
-hands a results folder of ``fibration reproduce`` to ``simulations.figures.make_figures``,
+hands a results folder of ``fibration reproduce`` to ``fibration_theory.simulations.figures.make_figures``,
 imported only then; with ``--out`` its files are also copied there.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 #: where ``--paper`` writes when ``--out`` is not given
 DEFAULT_OUT = Path("figures")
-EXPERIMENT_MODULE = "simulations.figures"
+EXPERIMENT_MODULE = "fibration_theory.simulations.figures"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,14 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="regenerate the paper's Figures 2, 3 and 4 from the library")
     parser.add_argument("--from", dest="from_dir", metavar="DIR", type=Path, default=None,
                         help="plot the experiment results in DIR (output of `fibration "
-                             "reproduce`) with simulations.figures.make_figures")
+                             "reproduce`) with fibration_theory.simulations.figures.make_figures")
     parser.add_argument("--out", metavar="DIR", type=Path, default=None,
                         help=f"output folder (default for --paper: {DEFAULT_OUT}/; with "
                              "--from, the files are also copied here)")
 
 
 def _experiment_figures(from_dir: Path, out: Path | None) -> list[Path] | None:
-    """Paths written by ``simulations.figures.make_figures(from_dir)``, or None on error."""
+    """Paths written by ``fibration_theory.simulations.figures.make_figures(from_dir)``, or None on error."""
     if not from_dir.is_dir():
         print(f"fibration figures: --from {from_dir}: no such directory", file=sys.stderr)
         return None

@@ -31,7 +31,7 @@ from fibration_theory.bundles import (
 from fibration_theory.fbg import Fibration, ReflectingKernel
 from fibration_theory.fgh import FGH
 from fibration_theory.hierarchy import Hierarchy
-from proofs.registry import Outcome, certificate
+from fibration_theory.proofs.registry import Outcome, certificate
 
 Tensor = torch.Tensor
 

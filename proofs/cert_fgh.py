@@ -2,7 +2,7 @@
 
 Depth 1 is FBG (Remark 6.3); reflecting kernels compose; first-order agreement at any depth;
 FiberPO-Domain is block-diagonal over domains. The random instances come from
-:mod:`proofs.cert_fbg`.
+:mod:`fibration_theory.proofs.cert_fbg`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fibration_theory.bundles import (
 )
 from fibration_theory.fgh import FGH, kernel_chain, push_chain
 from fibration_theory.hierarchy import Hierarchy
-from proofs.cert_fbg import (
+from fibration_theory.proofs.cert_fbg import (
     NUMERIC_TOL,
     _sym_chain,
     _sym_compose,
@@ -35,7 +35,7 @@ from proofs.cert_fbg import (
     sym_first_order,
     sym_residual,
 )
-from proofs.registry import Outcome, certificate
+from fibration_theory.proofs.registry import Outcome, certificate
 
 Tensor = torch.Tensor
 

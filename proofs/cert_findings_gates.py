@@ -11,7 +11,8 @@
 * F4  eq 31 (and App E.7's gates) use one pair ``C+-`` at every level although Section 6
       motivates separate budgets per level; the toolkit's per-level budgets are consistent.
 
-Run ``python -m proofs.cert_findings_gates`` to regenerate ``docs/img/v13_derivation_error.png``.
+Run ``python -m fibration_theory.proofs.cert_findings_gates --out docs/img/v13_derivation_error.png``
+to regenerate the figure of the docs.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from fibration_theory.bundles import (
     g_agg_reference,
 )
 from fibration_theory.hierarchy import Hierarchy
-from proofs.cert_fbg import NUMERIC_TOL, random_budgets, random_hierarchy, random_log_ratio
-from proofs.cert_fiberpo_jacobian import autograd_jacobian, flat_layout, jacobian_eq20
-from proofs.registry import Outcome, certificate
+from fibration_theory.proofs.cert_fbg import NUMERIC_TOL, random_budgets, random_hierarchy, random_log_ratio
+from fibration_theory.proofs.cert_fiberpo_jacobian import autograd_jacobian, flat_layout, jacobian_eq20
+from fibration_theory.proofs.registry import Outcome, certificate
 
 Tensor = torch.Tensor
 
@@ -432,17 +433,24 @@ def check_per_level_budgets(rng: np.random.Generator, *, closed_fgh=None, n_inst
                f"the single pair is a real restriction")
 
 
-def main() -> None:
-    """Write ``docs/img/v13_derivation_error.png``."""
+def main(argv: list[str] | None = None) -> int:
+    """Plot V13's error curves to ``--out`` (the docs keep it as
+    ``docs/img/v13_derivation_error.png``); nothing is written inside the package."""
+    import argparse
+
     import matplotlib
 
+    parser = argparse.ArgumentParser(prog="python -m fibration_theory.proofs.cert_findings_gates",
+                                     description=main.__doc__)
+    parser.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    args = parser.parse_args(argv)
     matplotlib.use("Agg")
     fig, _ = plot_v13(v13_curves())
-    out = Path(__file__).resolve().parents[1] / "docs" / "img" / "v13_derivation_error.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    print(out)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120, bbox_inches="tight")
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -22,8 +22,8 @@ import sympy as sp
 from fibration_theory import trust_region as tr
 from fibration_theory.trust_region import policy_domain as pd
 from fibration_theory.trust_region._pairs import group_pairs
-from proofs.cert_trust_region import TOL_CONVEX, Instance, center, draw_instance
-from proofs.registry import Outcome, certificate
+from fibration_theory.proofs.cert_trust_region import TOL_CONVEX, Instance, center, draw_instance
+from fibration_theory.proofs.registry import Outcome, certificate
 
 #: a Monte Carlo mean is accepted within this many standard errors of its expectation
 MC_SIGMAS = 4.0

@@ -112,11 +112,12 @@ def load_all() -> dict[str, Certificate]:
     import importlib
     import pkgutil
 
-    import proofs
+    import fibration_theory.proofs
 
-    for info in sorted(pkgutil.iter_modules(proofs.__path__), key=lambda i: i.name):
+    package = fibration_theory.proofs
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if info.name.startswith("cert_"):
-            importlib.import_module(f"proofs.{info.name}")
+            importlib.import_module(f"fibration_theory.proofs.{info.name}")
     return dict(sorted(CERTIFICATES.items(), key=lambda kv: (_id_key(kv[1].id), kv[0])))
 
 

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_all(seed: int = 0, only: str | None = None, progress: bool = True):
     from tqdm import tqdm
 
-    from proofs.registry import load_all
+    from fibration_theory.proofs.registry import load_all
 
     certs = [c for c in load_all().values()
              if only is None or only in c.id or only in c.name]

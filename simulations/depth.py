@@ -3,7 +3,7 @@
 FiberPO-Domain (Def 6.4) is the chain domain > prompt group > trajectory > token. The FGH
 accepts any chain of nested strata, each gated by ``g_agg`` on its drift from the stratum
 above (eq 31's pattern, one budget pair shared by every level, as eq 31 prints it). On the
-sequence task of :mod:`simulations.token_efficiency` we train the chains
+sequence task of :mod:`fibration_theory.simulations.token_efficiency` we train the chains
 
 =======  ==============================================  ====================
 depth    levels above the trajectories (coarse -> fine)   name
@@ -33,10 +33,10 @@ import torch
 
 from fibration_theory import losses
 from fibration_theory.hierarchy import Hierarchy
-from simulations import sequence_task as st
-from simulations.methods import all_methods
-from simulations.runner import RunResult, RunSpec
-from simulations.token_efficiency import SeqConfig, level_ids, train
+from fibration_theory.simulations import sequence_task as st
+from fibration_theory.simulations.methods import all_methods
+from fibration_theory.simulations.runner import RunResult, RunSpec
+from fibration_theory.simulations.token_efficiency import SeqConfig, level_ids, train
 
 #: repeats x calls of the loss timing; the best repeat is kept (the least disturbed one)
 TIMING_REPEATS, TIMING_CALLS = 15, 4

@@ -30,8 +30,8 @@ import torch
 from fibration_theory import losses
 from fibration_theory.hierarchy import Hierarchy
 from fibration_theory.trust_region import delta_trpo, solve_tv_trpo
-from simulations import tabular_mdp as tm
-from simulations.runner import RunResult, RunSpec
+from fibration_theory.simulations import tabular_mdp as tm
+from fibration_theory.simulations.runner import RunResult, RunSpec
 
 Array = np.ndarray
 

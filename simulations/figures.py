@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from simulations import stats
-from simulations.runner import load_runs
+from fibration_theory.simulations import stats
+from fibration_theory.simulations.runner import load_runs
 
 Runs = list[dict[str, Any]]
 
@@ -399,7 +399,7 @@ def make_figures(results_dir) -> list[Path]:
         save("depth_tokens.png", plot_token_efficiency(
             depth, budget, title="FGH depth: token efficiency (median, 95% CI)"))
     if (root / "runs" / "lm").is_dir():  # a `fibration lm` folder
-        from simulations.lm.report import make_lm_figures
+        from fibration_theory.simulations.lm.report import make_lm_figures
 
         made += make_lm_figures(root)
     return made

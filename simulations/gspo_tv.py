@@ -6,7 +6,7 @@ trajectory-normalised KL (``D_KL^(tj) <~ eps``) and, through Pinsker's inequalit
 trajectory-normalised TV: ``D_TV^(tj) <~ sqrt(eps/2)`` (eq 46, with the 1/2).
 
 We train GSPO (symmetric ``eps_low = eps_high = eps``) on the sequence task of
-:mod:`simulations.token_efficiency` for a range of ``eps`` at two learning rates and record, after every update,
+:mod:`fibration_theory.simulations.token_efficiency` for a range of ``eps`` at two learning rates and record, after every update,
 ``D_TV^(tj)`` between the new and the old policy: estimated on the batch's samples (eq 51
 with eq 46's 1/2) and exactly from the tabular policies (eq 45). Per run we keep the mean
 and the maximum over updates; the claim holds where they stay below ``sqrt(eps/2)``.
@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
-from simulations.methods import all_methods
-from simulations.runner import RunResult, RunSpec
-from simulations.token_efficiency import SeqConfig, train
+from fibration_theory.simulations.methods import all_methods
+from fibration_theory.simulations.runner import RunResult, RunSpec
+from fibration_theory.simulations.token_efficiency import SeqConfig, train
 
 #: the clip values swept (GSPO's paper uses 3e-4 / 4e-4)
 EPS_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)

@@ -17,13 +17,13 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from simulations import methods as mt
-from simulations.depth import CHAINS, DepthConfig
-from simulations.exact_settings import METHODS as EXACT_METHODS
-from simulations.exact_settings import ExactConfig
-from simulations.gspo_tv import EPS_GRID, LR_GRID, GspoTvConfig
-from simulations.runner import RunSpec
-from simulations.token_efficiency import SeqConfig
+from fibration_theory.simulations import methods as mt
+from fibration_theory.simulations.depth import CHAINS, DepthConfig
+from fibration_theory.simulations.exact_settings import METHODS as EXACT_METHODS
+from fibration_theory.simulations.exact_settings import ExactConfig
+from fibration_theory.simulations.gspo_tv import EPS_GRID, LR_GRID, GspoTvConfig
+from fibration_theory.simulations.runner import RunSpec
+from fibration_theory.simulations.token_efficiency import SeqConfig
 
 Job = tuple[RunSpec, Any]
 

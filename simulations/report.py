@@ -1,4 +1,4 @@
-"""Markdown tables of a ``summary.json``: ``python -m simulations.report DIR [--only PREFIX]``.
+"""Markdown tables of a ``summary.json``: ``python -m fibration_theory.simulations.report DIR [--only PREFIX]``.
 
 The tables of ``docs/results.md`` are this module's output for ``docs/results/summary.json``
 (pasted, not retyped), so the numbers in the docs are the numbers in the data.
@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from simulations.summary import markdown_table
+from fibration_theory.simulations.summary import markdown_table
 
 #: extra columns shown per table (a table not listed gets none)
 EXTRA: dict[str, tuple[str, ...]] = {

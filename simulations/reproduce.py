@@ -4,7 +4,7 @@ Stages: (1) tuning runs of the sequence study, (2) the choice of each method's g
 (``DIR/tuning.json``) and, for a choice on the edge of the grid, two factors beyond it on the
 same tuning seeds (reported, never chosen), (3) evaluation runs of every experiment, (4) ``DIR/summary.json``
 and (5) the figures (``DIR/figures/*.png``, made from the run files by
-:func:`simulations.figures.make_figures`). Every finished run is a file under ``DIR/runs``;
+:func:`fibration_theory.simulations.figures.make_figures`). Every finished run is a file under ``DIR/runs``;
 rerunning the command skips them, so a killed reproduction resumes where it stopped.
 """
 
@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from simulations import plan as pl
-from simulations import summary as sm
-from simulations.runner import _jsonable, atomic_write_text, load_runs, run_all
+from fibration_theory.simulations import plan as pl
+from fibration_theory.simulations import summary as sm
+from fibration_theory.simulations.runner import _jsonable, atomic_write_text, load_runs, run_all
 
 EXPERIMENTS = ("exact", "sequence", "gspo_tv", "depth")
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "cpus": os.cpu_count(),
     }
     if not args.no_figures:
-        from simulations.figures import make_figures
+        from fibration_theory.simulations.figures import make_figures
 
         paths = make_figures(out)
         summary["figures"] = [str(p.relative_to(out)) for p in paths]

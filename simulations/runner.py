@@ -32,11 +32,11 @@ from fibration_theory.atomic import write_text
 
 #: experiment name -> module exposing ``run_one(config, spec) -> RunResult``
 EXPERIMENT_MODULES = {
-    "exact": "simulations.exact_settings",
-    "sequence": "simulations.token_efficiency",
-    "gspo_tv": "simulations.gspo_tv",
-    "depth": "simulations.depth",
-    "lm": "simulations.lm.rl",
+    "exact": "fibration_theory.simulations.exact_settings",
+    "sequence": "fibration_theory.simulations.token_efficiency",
+    "gspo_tv": "fibration_theory.simulations.gspo_tv",
+    "depth": "fibration_theory.simulations.depth",
+    "lm": "fibration_theory.simulations.lm.rl",
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from simulations import stats
+from fibration_theory.simulations import stats
 
 Runs = list[dict[str, Any]]
 

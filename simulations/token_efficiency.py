@@ -30,9 +30,9 @@ import torch
 
 from fibration_theory import gating, losses
 from fibration_theory.hierarchy import Hierarchy
-from simulations import sequence_task as st
-from simulations.methods import REFERENCE_GATE, Method, all_methods
-from simulations.runner import RunResult, RunSpec
+from fibration_theory.simulations import sequence_task as st
+from fibration_theory.simulations.methods import REFERENCE_GATE, Method, all_methods
+from fibration_theory.simulations.runner import RunResult, RunSpec
 
 Tensor = torch.Tensor
 

@@ -21,7 +21,7 @@ from fibration_theory.bundles import (
 )
 from fibration_theory.fbg import FBG, Fibration, ReflectingKernel, identity_gate, pointwise
 from fibration_theory.hierarchy import Hierarchy
-from proofs import cert_fbg
+from fibration_theory.proofs import cert_fbg
 
 # Two float64 routes to the same log G differ by O(T) rounded terms of size <= (T+1) C.
 CLOSED_FORM_TOL = 1e-12

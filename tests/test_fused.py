@@ -317,7 +317,7 @@ def test_peak_memory_tracker_counts_live_storage():
     """Property: the benchmark's CPU peak-memory tracker counts each new storage once, not
     views or in-place results, and releases storage when it dies (so it can tell a
     1.5x-memory objective from a 1x one)."""
-    from benchmarks.harness import peak_bytes
+    from fibration_theory.benchmarks.harness import peak_bytes
 
     mib = 2**20
 

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulations.lm import tasks as tk
-from simulations.lm.codec import ALPHABET, CharCodec
-from simulations.lm.rl import group_advantages
+from fibration_theory.simulations.lm import tasks as tk
+from fibration_theory.simulations.lm.codec import ALPHABET, CharCodec
+from fibration_theory.simulations.lm.rl import group_advantages
 
 CODEC = CharCodec()
 
@@ -123,8 +123,8 @@ def test_results_page_tables_are_the_data():
     import json
     from pathlib import Path
 
-    from simulations.lm.ablation import render_markdown as ablation_table
-    from simulations.lm.report import render_markdown
+    from fibration_theory.simulations.lm.ablation import render_markdown as ablation_table
+    from fibration_theory.simulations.lm.report import render_markdown
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     page = (docs / "results-lm.md").read_text()

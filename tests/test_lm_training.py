@@ -15,13 +15,13 @@ import torch
 pytest.importorskip("transformers", reason="the lm extra (transformers) is not installed")
 
 from fibration_theory import losses
-from simulations.lm import models, sampling
-from simulations.lm import rl as lm_rl
-from simulations.lm.cli import jobs, make_plan
-from simulations.lm.codec import CharCodec
-from simulations.lm.tasks import TaskSet
-from simulations.lm.warmstart import WarmStartConfig, ensure_warm_start
-from simulations.methods import all_methods
+from fibration_theory.simulations.lm import models, sampling
+from fibration_theory.simulations.lm import rl as lm_rl
+from fibration_theory.simulations.lm.cli import jobs, make_plan
+from fibration_theory.simulations.lm.codec import CharCodec
+from fibration_theory.simulations.lm.tasks import TaskSet
+from fibration_theory.simulations.lm.warmstart import WarmStartConfig, ensure_warm_start
+from fibration_theory.simulations.methods import all_methods
 
 CODEC = CharCodec()
 TASKS = TaskSet(("add", "sort", "count"))
@@ -95,7 +95,7 @@ def test_a_sampled_batch_maps_onto_the_four_level_hierarchy(model):
 def varied_reward(monkeypatch):
     """A random model earns no exact-match reward, so every advantage would be 0: reward
     even-length responses instead, which gives every group both signs."""
-    from simulations.lm import evaluation
+    from fibration_theory.simulations.lm import evaluation
 
     monkeypatch.setattr(evaluation, "reward", lambda response, answer: float(len(response) % 2
                                                                               == 0))
@@ -229,7 +229,7 @@ def test_command_end_to_end_writes_the_summary_and_resumes(tmp_path, monkeypatch
     """``fibration lm --quick`` on a plan shrunk to seconds: summary schema, figures, and a
     rerun that finds every run done."""
     from fibration_theory import cli
-    from simulations.lm import cli as lm_cli
+    from fibration_theory.simulations.lm import cli as lm_cli
 
     real = lm_cli.make_plan
 
@@ -254,7 +254,7 @@ def test_command_end_to_end_writes_the_summary_and_resumes(tmp_path, monkeypatch
         assert 0.0 <= e["reward_before"] <= 1.0 and 0.0 <= e["reward_after"] <= 1.0
         assert set(e["per_domain"]) == set(summary["domains"])
     assert "paired_vs_grpo" in summary["methods"]["fiberpo"]
-    from simulations.lm.report import render_markdown
+    from fibration_theory.simulations.lm.report import render_markdown
 
     text = render_markdown(summary)
     assert "| fiberpo | " in text and "| grpo | " in text and "chosen" in text
@@ -299,7 +299,7 @@ def test_api_doc_example_runs(tmp_path):
 
 
 def test_gate_ablation_opens_one_part_at_a_time(tmp_path):
-    from simulations.lm import ablation
+    from fibration_theory.simulations.lm import ablation
 
     specs = {(s.method, s.variant): s.param_dict for s, _ in ablation.jobs(tmp_path, 1)}
     default = specs[("fiberpo", "ablation-default")]
@@ -315,7 +315,7 @@ def test_gate_ablation_opens_one_part_at_a_time(tmp_path):
 def test_open_fiberpo_is_the_unclipped_objective(model):
     """The ablation's premise: with budgets and eps far beyond the drift, FiberPO's loss and
     gradient are those of PPO without its clip, on an off-policy LM batch."""
-    from simulations.lm.ablation import WIDE
+    from fibration_theory.simulations.lm.ablation import WIDE
 
     problems, gid, ro = _rollout(model, n_per_domain=1, group=4, seed=3)
     rewards = torch.tensor([float(i % 3 == 0) for i in range(len(gid))], dtype=torch.float64)

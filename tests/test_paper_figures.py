@@ -112,7 +112,7 @@ def test_figures_needs_a_mode(capsys):
 
 
 def test_from_without_simulations_module_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "simulations.figures", None)  # import now fails
+    monkeypatch.setitem(sys.modules, "fibration_theory.simulations.figures", None)  # import now fails
     assert figures_cli.run(_args("--from", str(tmp_path))) == 1
     err = capsys.readouterr().err
     assert "simulations/figures.py" in err and "--paper" in err, err
@@ -127,7 +127,7 @@ def test_from_reports_make_figures_value_error(tmp_path, monkeypatch, capsys):
     def make_figures(d):
         raise ValueError("results_dir: no runs/ directory")
 
-    monkeypatch.setitem(sys.modules, "simulations.figures",
+    monkeypatch.setitem(sys.modules, "fibration_theory.simulations.figures",
                         types.SimpleNamespace(make_figures=make_figures))
     assert figures_cli.run(_args("--from", str(tmp_path))) == 1
     assert "no runs/ directory" in capsys.readouterr().err
@@ -142,7 +142,7 @@ def test_from_calls_make_figures_and_copies_to_out(tmp_path, monkeypatch, capsys
         p.write_bytes(b"png")
         return [p]
 
-    monkeypatch.setitem(sys.modules, "simulations.figures",
+    monkeypatch.setitem(sys.modules, "fibration_theory.simulations.figures",
                         types.SimpleNamespace(make_figures=make_figures))
     res, out = tmp_path / "res", tmp_path / "out"
     res.mkdir()

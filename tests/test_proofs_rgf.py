@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from fibration_theory import losses
-from proofs import cert_rgf
+from fibration_theory.proofs import cert_rgf
 
 
 def _rng():

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from fibration_theory.trust_region import solve_tv_trpo, solve_tv_trpo_cvxpy
-from simulations import exact_settings as ex
-from simulations import tabular_mdp as tm
-from simulations import token_efficiency as te
-from simulations.methods import GRID_FACTORS, all_methods
-from simulations.runner import RunSpec
+from fibration_theory.simulations import exact_settings as ex
+from fibration_theory.simulations import tabular_mdp as tm
+from fibration_theory.simulations import token_efficiency as te
+from fibration_theory.simulations.methods import GRID_FACTORS, all_methods
+from fibration_theory.simulations.runner import RunSpec
 
 #: CLARABEL's interior-point solution of eq 68 agrees with the vertex closed form to ~1e-8
 #: (brief section 7); the update is compared relative to its largest entry
@@ -108,7 +108,7 @@ def test_level_tv_of_an_on_policy_update_is_zero_and_matches_a_hand_count():
 
 
 def test_gspo_tv_and_depth_runs():
-    from simulations import depth, gspo_tv
+    from fibration_theory.simulations import depth, gspo_tv
 
     cfg = gspo_tv.GspoTvConfig(seq=dataclasses.replace(TINY))
     res = gspo_tv.run_one(cfg, RunSpec("gspo_tv", "gspo", "eps0.01", "eval", 1, (("eps", 0.01),)))

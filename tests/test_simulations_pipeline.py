@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from simulations import plan as pl
-from simulations import reproduce as rp
-from simulations.exact_settings import ExactConfig
-from simulations.figures import make_figures
-from simulations.gspo_tv import GspoTvConfig
-from simulations.runner import _jsonable, atomic_write_text, load_runs, run_all
-from simulations.token_efficiency import SeqConfig
+from fibration_theory.simulations import plan as pl
+from fibration_theory.simulations import reproduce as rp
+from fibration_theory.simulations.exact_settings import ExactConfig
+from fibration_theory.simulations.figures import make_figures
+from fibration_theory.simulations.gspo_tv import GspoTvConfig
+from fibration_theory.simulations.runner import _jsonable, atomic_write_text, load_runs, run_all
+from fibration_theory.simulations.token_efficiency import SeqConfig
 
 TOY_SEQ = SeqConfig(token_budget=600, epochs=1)
 TOY = pl.Plan(eval_seeds=2, tune_seeds=1, exact_seeds=2, gspo_seeds=1, seq=TOY_SEQ,

@@ -1,4 +1,4 @@
-"""Resumable runs (``simulations.runner``), the plan's protocol and the summary tables.
+"""Resumable runs (``fibration_theory.simulations.runner``), the plan's protocol and the summary tables.
 
 This module doubles as a fake experiment: ``run_one`` below is what the runner calls for
 the experiment name ``fake`` (patched into ``EXPERIMENT_MODULES``).
@@ -12,9 +12,9 @@ import os
 
 import pytest
 
-from simulations import plan as pl
-from simulations import runner as rn
-from simulations import summary as sm
+from fibration_theory.simulations import plan as pl
+from fibration_theory.simulations import runner as rn
+from fibration_theory.simulations import summary as sm
 
 CALLS: list[int] = []
 FAIL_SEEDS: set[int] = set()

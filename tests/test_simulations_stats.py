@@ -1,4 +1,4 @@
-"""Statistics of ``simulations.stats``: point estimates, intervals, paired differences."""
+"""Statistics of ``fibration_theory.simulations.stats``: point estimates, intervals, paired differences."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulations import stats
+from fibration_theory.simulations import stats
 
 #: float64 means of at most 50 numbers of size <= 1e3: a few ulps of 1e3
 POINT_TOL = 1e-9

@@ -1,4 +1,4 @@
-"""Which of FiberPO's gates moves the small-LM result: ``python -m simulations.lm.ablation
+"""Which of FiberPO's gates moves the small-LM result: ``python -m fibration_theory.simulations.lm.ablation
 --out DIR`` (after ``fibration lm --quick --out DIR``, whose warm start it reuses).
 
 FiberPO's gated ratio has two parts (eq 7): the base gate ``g_agg`` of the trajectory
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from simulations import stats
-from simulations.lm.cli import make_plan, run_spec
-from simulations.runner import atomic_write_text, load_runs, run_all
+from fibration_theory.simulations import stats
+from fibration_theory.simulations.lm.cli import make_plan, run_spec
+from fibration_theory.simulations.runner import atomic_write_text, load_runs, run_all
 
 WIDE = 10.0
 ABLATIONS: dict[str, tuple[str, dict[str, float]]] = {

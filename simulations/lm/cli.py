@@ -8,7 +8,7 @@ pretrained checkpoint prompted few-shot. Every finished (method, seed) run is a 
 skips what is done.
 
 Protocol (as in ``fibration reproduce``): every method gets the same grid
-(:data:`simulations.methods.GRID_FACTORS` times its clip or budget parameters) on tuning
+(:data:`fibration_theory.simulations.methods.GRID_FACTORS` times its clip or budget parameters) on tuning
 seeds 1000, 1001, ...; the factor with the highest mean held-out reward over the run
 (``auc_reward``) is chosen (``DIR/tuning.json``); a choice on the edge of the grid also gets
 the two factors beyond it (role ``edge``, in ``summary["tuning_edge"]``; reported, never
@@ -39,14 +39,14 @@ import sys
 import time
 from pathlib import Path
 
-from simulations.lm.models import TinyConfig, require_transformers
-from simulations.lm.rl import LM_METHODS, RLConfig
-from simulations.lm.tasks import TaskSet
-from simulations.lm.warmstart import WarmStartConfig
-from simulations.methods import GRID_FACTORS, all_methods
-from simulations.plan import EDGE_FACTORS, choose_factors, factor_name, parse_factor
-from simulations.plan import edge_scores as plan_edge_scores
-from simulations.runner import RunSpec, _jsonable, atomic_write_text, load_runs, run_all
+from fibration_theory.simulations.lm.models import TinyConfig, require_transformers
+from fibration_theory.simulations.lm.rl import LM_METHODS, RLConfig
+from fibration_theory.simulations.lm.tasks import TaskSet
+from fibration_theory.simulations.lm.warmstart import WarmStartConfig
+from fibration_theory.simulations.methods import GRID_FACTORS, all_methods
+from fibration_theory.simulations.plan import EDGE_FACTORS, choose_factors, factor_name, parse_factor
+from fibration_theory.simulations.plan import edge_scores as plan_edge_scores
+from fibration_theory.simulations.runner import RunSpec, _jsonable, atomic_write_text, load_runs, run_all
 
 #: the methods compared by default (every key of LM_METHODS)
 DEFAULT_METHODS = tuple(LM_METHODS)
@@ -135,7 +135,7 @@ def tuning_jobs(plan: LMPlan) -> list[tuple[RunSpec, RLConfig]]:
 
 
 def choose(runs: list[dict]) -> dict[str, dict]:
-    """The tuned factor of each method (see :func:`simulations.plan.choose_factors`)."""
+    """The tuned factor of each method (see :func:`fibration_theory.simulations.plan.choose_factors`)."""
     return choose_factors(runs, "auc_reward", _variant_factor)
 
 
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(str(err)) from None
     if args.model is not None:
-        from simulations.lm.models import resolve_checkpoint
+        from fibration_theory.simulations.lm.models import resolve_checkpoint
 
         try:
             resolve_checkpoint(args.model)
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out / "plan.json", json.dumps(_jsonable(dataclasses.asdict(plan)),
                                                     indent=1))
     if plan.warm is not None:
-        from simulations.lm.warmstart import ensure_warm_start
+        from fibration_theory.simulations.lm.warmstart import ensure_warm_start
 
         torch.set_num_threads(os.cpu_count() or 1)  # the warm start runs alone
         ensure_warm_start(plan.warm, out, args.device, progress)
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     counts = run_all(out, jobs(plan, chosen), workers=plan.workers,
                      desc=f"lm evaluation ({plan.name})", progress=progress, threads=threads)
     failed += counts["failed"]
-    from simulations.lm.report import build_summary, make_lm_figures
+    from fibration_theory.simulations.lm.report import build_summary, make_lm_figures
 
     summary = build_summary(out, plan)
     summary["tuning"] = chosen

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from simulations.lm.codec import Codec
-from simulations.lm.sampling import Rollout, sample
-from simulations.lm.tasks import Problem, TaskSet, reward
+from fibration_theory.simulations.lm.codec import Codec
+from fibration_theory.simulations.lm.sampling import Rollout, sample
+from fibration_theory.simulations.lm.tasks import Problem, TaskSet, reward
 
 Tensor = torch.Tensor
 

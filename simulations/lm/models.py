@@ -1,4 +1,4 @@
-"""Building and loading the policies; the only module of :mod:`simulations.lm` that imports
+"""Building and loading the policies; the only module of :mod:`fibration_theory.simulations.lm` that imports
 ``transformers`` (an optional extra: ``pip install 'fibration-theory[lm]'``).
 
 * :func:`build_tiny`: a randomly initialised GPT-2 of :class:`TinyConfig` for the
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from simulations.lm.codec import HFCodec
+from fibration_theory.simulations.lm.codec import HFCodec
 
 #: the install line printed when ``transformers`` is missing
 INSTALL_HINT = "pip install 'fibration-theory[lm]'   (or: pip install 'transformers>=5.24,<5.25')"

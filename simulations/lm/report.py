@@ -6,7 +6,7 @@
      "methods": {METHOD: {"reward_before", "reward_after", "improvement", "tokens",
                           "seeds", "reward_after_ci", "improvement_ci", "paired_vs_grpo",
                           "per_domain": {DOMAIN: {"before", "after"}}, "mean_tv/...", ...}},
-     "tables": {"reward_after": ..., "improvement": ...},   # simulations.summary.table
+     "tables": {"reward_after": ..., "improvement": ...},   # fibration_theory.simulations.summary.table
      "warm_start": {...}, "plan": {...}, "run": {...}}
 
 Values per method are medians over seeds; intervals are 95% percentile-bootstrap intervals;
@@ -27,9 +27,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from simulations import summary as sm
-from simulations.figures import band_plot, method_color
-from simulations.runner import _jsonable, load_runs
+from fibration_theory.simulations import summary as sm
+from fibration_theory.simulations.figures import band_plot, method_color
+from fibration_theory.simulations.runner import _jsonable, load_runs
 
 Runs = list[dict[str, Any]]
 

@@ -33,16 +33,16 @@ import torch
 
 from fibration_theory import gating, losses
 from fibration_theory.hierarchy import Hierarchy
-from simulations.lm.evaluation import domain_means, evaluate, rollout
-from simulations.lm.sampling import Rollout, token_log_probs
-from simulations.lm.tasks import Problem, TaskSet
-from simulations.methods import Method, all_methods
-from simulations.runner import RunResult, RunSpec
-from simulations.token_efficiency import Tally, gate_for, level_tv
+from fibration_theory.simulations.lm.evaluation import domain_means, evaluate, rollout
+from fibration_theory.simulations.lm.sampling import Rollout, token_log_probs
+from fibration_theory.simulations.lm.tasks import Problem, TaskSet
+from fibration_theory.simulations.methods import Method, all_methods
+from fibration_theory.simulations.runner import RunResult, RunSpec
+from fibration_theory.simulations.token_efficiency import Tally, gate_for, level_tv
 
 Tensor = torch.Tensor
 
-#: result name -> method of :mod:`simulations.methods`; FiberPO-Domain gets one budget pair
+#: result name -> method of :mod:`fibration_theory.simulations.methods`; FiberPO-Domain gets one budget pair
 #: per level (domain, group, trajectory), as the issue asks
 LM_METHODS = {"fiberpo": "fiberpo", "fiberpo_domain": "fiberpo_domain_levels", "grpo": "grpo",
               "gspo": "gspo", "dapo": "dapo"}
@@ -101,11 +101,11 @@ def load_policy(source: str, device: str) -> tuple[Any, Any]:
     the ratio must be exactly 1 on-policy)."""
     kind, _, where = source.partition(":")
     if kind == "warm":
-        from simulations.lm.warmstart import load_warm_start
+        from fibration_theory.simulations.lm.warmstart import load_warm_start
 
         model, codec = load_warm_start(Path(where), device)
     elif kind == "model":
-        from simulations.lm.models import load_pretrained
+        from fibration_theory.simulations.lm.models import load_pretrained
 
         model, codec = load_pretrained(where)
         model = model.to(device)

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from fibration_theory.atomic import write_text
-from simulations.lm import models
-from simulations.lm.codec import CharCodec
-from simulations.lm.evaluation import evaluate
-from simulations.lm.sampling import left_pad, token_log_probs
-from simulations.lm.tasks import TaskSet
-from simulations.runner import _jsonable
+from fibration_theory.simulations.lm import models
+from fibration_theory.simulations.lm.codec import CharCodec
+from fibration_theory.simulations.lm.evaluation import evaluate
+from fibration_theory.simulations.lm.sampling import left_pad, token_log_probs
+from fibration_theory.simulations.lm.tasks import TaskSet
+from fibration_theory.simulations.runner import _jsonable
 
 
 @dataclasses.dataclass(frozen=True)
