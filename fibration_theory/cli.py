@@ -27,12 +27,25 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         prog="fibration",
         description="Fibration Policy Optimization toolkit (arXiv 2603.08239).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == selected:
             importlib.import_module(module).add_arguments(p)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a checkout)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("fibration-theory")
+    except metadata.PackageNotFoundError:
+        from fibration_theory import __version__
+
+        return __version__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,3 +25,18 @@ def test_losses_lists_registry_one_line_each():
     assert out.returncode == 0
     lines = out.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == losses.available()
+
+
+def test_version_matches_the_package():
+    """Property: ``fibration --version`` prints the installed distribution's version, which is
+    the package's ``__version__`` and pyproject's."""
+    import tomllib
+    from pathlib import Path
+
+    import fibration_theory
+
+    out = _run("--version")
+    assert out.returncode == 0, out.stderr
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert out.stdout.strip() == f"fibration {fibration_theory.__version__}"
+    assert fibration_theory.__version__ == project["project"]["version"]

@@ -57,3 +57,17 @@ def test_installed_names_resolve_to_the_repository_folders():
                       ("simulations", fibration_theory.simulations),
                       ("benchmarks", fibration_theory.benchmarks)):
         assert Path(mod.__file__).resolve().parent == ROOT / name
+
+
+def test_license_and_citation_match_the_project():
+    """Property: LICENSE is the Apache-2.0 text pyproject declares, and CITATION.cff names the
+    toolkit's version and cites the paper (arXiv 2603.08239)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == {"text": "Apache-2.0"}
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    cff = (ROOT / "CITATION.cff").read_text()
+    assert f"version: {project['version']}" in cff
+    assert "license: Apache-2.0" in cff
+    assert 'value: "arXiv:2603.08239"' in cff and 'title: "Fibration Policy Optimization"' in cff
+    assert (ROOT / "fibration_theory" / "py.typed").exists()
