@@ -19,6 +19,7 @@ from typing import Literal, get_args
 import torch
 
 from fibration_theory.hierarchy import Hierarchy
+from fibration_theory.validation import check_positive
 
 Tensor = torch.Tensor
 AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
@@ -33,8 +34,11 @@ def weights(hierarchy: Hierarchy, agg: AggMode, dtype: torch.dtype,
     ``norm_length`` is Dr.GRPO's constant ``L`` (default: the padded width ``T`` of the batch,
     i.e. the maximum response length the batch was generated with).
     """
-    if agg not in AGG_MODES:
+    if not isinstance(agg, str) or agg not in AGG_MODES:
         raise ValueError(f"agg must be one of {AGG_MODES}, got {agg!r}")
+    # L: a finite positive real (an infinite L would silently zero the loss and its gradient)
+    length = float(hierarchy.mask.shape[1]) if norm_length is None else \
+        check_positive(norm_length, "norm_length")
     m = hierarchy.mask.to(dtype)
     if agg == "token-mean":
         return m / hierarchy.num_tokens
@@ -43,7 +47,4 @@ def weights(hierarchy: Hierarchy, agg: AggMode, dtype: torch.dtype,
         return m / (n_traj * hierarchy.lengths.clamp_min(1).to(dtype)[:, None])
     if agg == "seq-mean-token-sum":
         return m / n_traj
-    length = float(hierarchy.mask.shape[1] if norm_length is None else norm_length)
-    if not length > 0:
-        raise ValueError(f"norm_length must be > 0, got {norm_length}")
     return m / (n_traj * length)

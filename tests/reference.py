@@ -133,9 +133,9 @@ def objective(name: str, x: np.ndarray, adv: np.ndarray, mask: np.ndarray, **p) 
         return seq_mean_token_mean(vals, mask)
     if name == "cispo":  # value of the RGF form: clip(r) A
         return token_mean(np.clip(np.exp(x), 0.0, 1.28) * adv, mask)
-    if name == "sapo":
+    if name == "sapo":  # SAPO eq 1: (1/G) sum_i (1/|y_i|) sum_t f(r_it) A_it
         tau = np.where(adv > 0, 1.0, 1.05)
-        return token_mean(4 / tau / (1 + np.exp(-tau * (np.exp(x) - 1))) * adv, mask)
+        return seq_mean_token_mean(4 / tau / (1 + np.exp(-tau * (np.exp(x) - 1))) * adv, mask)
     if name == "apc":  # every token its own state: B = delta
         d = p.get("delta", 0.2)
         return token_mean((1 + np.clip(np.exp(x) - 1, -d, d)) * adv, mask)

@@ -1,11 +1,13 @@
-"""Bad input to losses.compute raises ValueError naming the argument."""
+"""Bad input to losses.compute and the shared checks raises ValueError naming the argument."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from fibration_theory import Hierarchy, gating, losses
+from fibration_theory.validation import check_nonneg, check_positive, check_real
 
 
 def _ok():
@@ -105,3 +107,45 @@ def test_duplicate_registration_refused(monkeypatch):
     monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))
     with pytest.raises(ValueError, match="already registered"):
         registry.register("fiberpo", "again")(lambda batch: None)
+
+
+# ---------------------------------------------------------------- scalar and budget checks
+@pytest.mark.parametrize("value,match", [
+    ("0.1", r"^c_plus must be a real number, got the string '0.1' \(strings are refused"),
+    (True, r"^c_plus must be a real number, got the bool True"),
+    (np.bool_(False), r"^c_plus must be a real number, got the bool False"),
+    (NAN, r"^c_plus must be a real number, got NaN"),
+    (None, r"^c_plus must be a real number, got NoneType"),
+    (1 + 2j, r"^c_plus must be a real number, got complex"),
+    (float("inf"), r"^c_plus must be finite"),
+    (-0.1, r"^c_plus must be >= 0"),
+    ([0.1, "0.2"], r"^c_plus must be a real number, got the string '0.2' at c_plus\[1\]"),
+    ([0.1, NAN], r"^c_plus must be a real number, got NaN at c_plus\[1\]"),
+    ([0.1, -1.0], r"^c_plus must be >= 0"),
+    ([[0.1], [0.2]], r"^c_plus must be a number or a 1-D sequence of numbers, got a nested list"),
+    (np.zeros((2, 2)), r"^c_plus must be a number or a 1-D sequence of numbers, got shape"),
+    (torch.tensor([0.1, float("inf")]), r"^c_plus must be finite"),
+])
+def test_check_nonneg_refuses_and_names(value, match):
+    with pytest.raises(ValueError, match=match):
+        check_nonneg(value, "c_plus")
+
+
+@pytest.mark.parametrize("value", [0, 0.1, np.float32(0.1), np.int64(2), torch.tensor(0.1),
+                                   [0.1, 0.2], (0.0, 1), np.array([0.1, 0.2]),
+                                   torch.tensor([0.1, 0.2])])
+def test_check_nonneg_accepts_reals_and_1d_sequences(value):
+    assert check_nonneg(value, "c_plus") is None
+
+
+def test_check_real_and_check_positive():
+    assert check_real(np.float32(0.5), "eps") == 0.5 and check_real(torch.tensor(2), "eps") == 2
+    assert check_real(float("inf"), "eps", finite=False) == float("inf")
+    for bad, match in [("1", "the string"), (False, "the bool"), (NAN, "NaN"),
+                       (float("-inf"), "finite"), ([1.0], "got list")]:
+        with pytest.raises(ValueError, match=f"^eps must be .*{match}"):
+            check_real(bad, "eps")
+    assert check_positive(3, "tau_pos") == 3.0
+    for bad in (0, -1e-9):
+        with pytest.raises(ValueError, match="^tau_pos must be > 0"):
+            check_positive(bad, "tau_pos")

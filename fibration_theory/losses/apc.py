@@ -40,16 +40,28 @@ def state_codes(state_ids: Tensor | None, mask: Tensor) -> Tensor:
 def apc_gate(log_ratio: Tensor, mask: Tensor, codes: Tensor, delta: float
              ) -> tuple[Tensor, Tensor, Tensor]:
     """``[B, T]`` APC gating map ``1 + clip(r - 1, B)`` of eq 3, and the bool tensors of the
-    rollback and zeroed tokens. Per-state sums are one segmented reduction."""
-    dev = torch.expm1(log_ratio)
-    absdev = torch.where(mask, dev.abs(), torch.zeros_like(dev))
-    n_states = int(codes.max()) + 1
+    rollback and zeroed tokens. Per-state sums are one segmented reduction.
+
+    ``B_i = T_s delta - sum_{j at s, j != i} |r_j - 1|`` is formed without cancellation. Each
+    deviation enters the state's sum capped at the state's budget,
+    ``a_j = min(|r_j - 1|, T_s delta)``, and ``B_i = T_s delta - (sum_s a - a_i)``. The cap
+    changes no clip: a token beyond the whole budget leaves every other token of its state with
+    ``B <= 0`` (zeroed) either way; and ``sum_s a - a_i`` then errs by a few ulps of
+    ``T_s delta + sum_{j != i} a_j``, the conditioning of ``B_i`` itself (subtracting an
+    uncapped ``|r_i - 1| = e^40`` would wipe out the budget). A log-ratio beyond
+    ``log(2 + 2 T_s delta)`` is clipped whatever the others do (``|r - 1| > T_s delta >= B``),
+    so ``r`` is formed from the log-ratio capped there: no overflow, and no ``inf * 0`` in the
+    backward.
+    """
     flat = codes.reshape(-1)
-    used = torch.zeros(n_states, dtype=dev.dtype, device=dev.device).index_add(
-        0, flat, absdev.reshape(-1))
-    count = torch.zeros(n_states, dtype=dev.dtype, device=dev.device).index_add(
-        0, flat, mask.reshape(-1).to(dev.dtype))
-    bound = (count * delta - used)[codes] + absdev  # B_i: budget minus the others' use
+    n_states = int(codes.max()) + 1
+    zeros = torch.zeros(n_states, dtype=log_ratio.dtype, device=log_ratio.device)
+    count = zeros.index_add(0, flat, mask.reshape(-1).to(log_ratio.dtype))
+    budget = (count * delta)[codes]  # T_s delta at each token's state
+    dev = torch.expm1(torch.minimum(log_ratio, torch.log1p(1 + 2 * budget)))  # r - 1, capped
+    a = torch.where(mask, torch.minimum(dev.abs(), budget), torch.zeros_like(dev))
+    used = zeros.index_add(0, flat, a.reshape(-1))
+    bound = budget - (used[codes] - a)  # B_i: the state's budget minus the others' use
     b_plus = bound.clamp_min(0)
     clipped = torch.where(dev > b_plus, b_plus, torch.where(dev < -b_plus, -b_plus, dev))
     zeroed = mask & (bound <= 0)

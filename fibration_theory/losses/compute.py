@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
-
 import torch
 
 from fibration_theory.hierarchy import Hierarchy
+from fibration_theory.losses import precision
 from fibration_theory.losses.registry import Batch, get
 from fibration_theory.metrics import ratio_metrics
 from fibration_theory.rgf import RGF
-from fibration_theory.validation import as_mask, check_float, check_same_dtype
+from fibration_theory.validation import as_mask, check_float, check_not_text, check_same_dtype
 
 Tensor = torch.Tensor
 
@@ -34,7 +34,8 @@ class LossOutput:
 
 
 def compute(name: str, log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, mask, *,
-            hierarchy: Hierarchy | None = None, **params) -> LossOutput:
+            hierarchy: Hierarchy | None = None, log_ratio_clamp: float | None = None,
+            **params) -> LossOutput:
     """Loss of the registered objective ``name`` on a padded batch.
 
     Args:
@@ -46,15 +47,23 @@ def compute(name: str, log_prob: Tensor, old_log_prob: Tensor, advantages: Tenso
         mask: ``[B, T]`` response mask, bool or 0/1.
         hierarchy: the batch's hierarchy (groups, domains); by default every row is its own
             trajectory and there are no upper levels. Its mask must equal ``mask``.
-        **params: the objective's hyperparameters (see ``fibration losses``).
+        log_ratio_clamp: opt-in ``c > 0``: clamp ``log_prob - old_log_prob`` to ``[-c, c]``
+            before the objective (verl's ``c = 20``); off (``None``) by default, since it
+            changes the objective.
+        **params: the objective's hyperparameters (see ``fibration losses``); real numbers,
+            never strings.
 
     Returns:
         :class:`LossOutput`. Values outside ``mask`` are ignored; rows without any token are
-        dropped (weight 0) and counted in ``metrics["empty_rows"]``.
+        dropped (weight 0) and counted in ``metrics["empty_rows"]``. ``loss`` has the inputs'
+        dtype; float16/bfloat16 inputs are computed in float32 (``rgf`` stays float32) and the
+        loss cast back (see :mod:`fibration_theory.losses.precision`).
 
     Raises:
         ValueError: naming the argument, on shape or dtype mismatch, non-finite values
-            inside the mask, an unknown objective or hyperparameter, bad hyperparameters.
+            inside the mask, an unknown objective or hyperparameter, bad hyperparameters, or
+            (naming ``log_prob``, its row and token) a log-ratio whose exact objective value
+            does not fit the dtype, such as an unclipped ``exp(1e4) * A``.
     """
     entry = get(name)
     m = as_mask(mask)
@@ -75,12 +84,21 @@ def compute(name: str, log_prob: Tensor, old_log_prob: Tensor, advantages: Tenso
     if unknown:
         raise ValueError(f"{unknown[0]}: not a parameter of {name!r}; it takes "
                          f"{', '.join(f'{k}={v!r}' for k, v in accepted.items())}")
-    zero = torch.zeros((), dtype=log_prob.dtype, device=log_prob.device)
-    log_ratio = torch.where(m, log_prob - old_log_prob.detach(), zero)
-    adv = torch.where(m, advantages.detach(), zero)
+    check_not_text(params, accepted)
+    dtype = log_prob.dtype
+    work = precision.work_dtype(dtype)  # float32 for half inputs, cast back at the end
+    zero = torch.zeros((), dtype=work, device=log_prob.device)
+    raw = torch.where(m, log_prob.to(work) - old_log_prob.detach().to(work), zero)
+    log_ratio = precision.clamp_log_ratio(raw, log_ratio_clamp)
+    adv = torch.where(m, advantages.detach().to(work), zero)
     surrogate = entry.fn(Batch(log_ratio, adv, hierarchy), **params)
     loss = -surrogate.rgf.objective()
-    metrics = ratio_metrics(log_ratio, hierarchy, masked=True)  # log_ratio is 0 off the mask
+    precision.check_fits(name, surrogate.rgf, loss, log_ratio, m, dtype)
+    loss = loss.to(dtype)
+    metrics = ratio_metrics(raw, hierarchy, masked=True)  # raw is 0 off the mask
+    if log_ratio_clamp is not None:
+        metrics["log_ratio/clamped_frac"] = float(((raw != log_ratio) & m).sum()) / max(
+            int(m.sum()), 1)
     metrics.update(surrogate.metrics)
     metrics["loss"] = float(loss.detach())
     return LossOutput(loss, metrics, surrogate.rgf)

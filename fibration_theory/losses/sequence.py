@@ -47,7 +47,9 @@ def gspo_token(batch: Batch, *, eps_low: float = 3e-4, eps_high: float = 4e-4,
     """GSPO-token (Zheng et al. 2025, eq 13-14): ``s_i = sg(s_tau) * r_i / sg(r_i)`` carries
     the sequence ratio's value with a per-token gradient, so token advantages may differ."""
     log_s = batch.hierarchy.row_mean(batch.log_ratio).detach()[:, None]
-    log_si = log_s + batch.log_ratio - batch.log_ratio.detach()
+    # log s_i = sg(log s) + (log r_i - sg(log r_i)): the bracket is exactly 0 in value, so the
+    # value is log s to the last bit (no (log s + x) - x cancellation at large x)
+    log_si = log_s + (batch.log_ratio - batch.log_ratio.detach())
     gated, clipped = clipped_ratio(log_si, batch.advantages, eps_low, eps_high)
     mu = aggregation.weights(batch.hierarchy, agg, batch.dtype)
     return Surrogate(RGF(mu, gated, batch.advantages),
