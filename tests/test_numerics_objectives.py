@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from docs_examples import run_example
 
 from fibration_theory import losses
 from fibration_theory.losses.apc import apc_gate
@@ -166,3 +167,12 @@ def test_gspo_token_value_is_the_sequence_ratio_at_large_token_ratios():
     want = math.exp(sum(lp.tolist()[0]) / 2)  # the float32 inputs, exactly in float64
     assert torch.allclose(out.gated_ratio.double(), torch.full((1, 2), want, dtype=F64),
                           rtol=F32_ULPS, atol=0), out.gated_ratio
+
+
+def test_docs_overflow_example_runs_as_written(tmp_path):
+    """docs/api.md's overflow example prints what its comments say."""
+    proc = run_example("api.md", "overflow", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "log_prob: objective 'ppo_clip' overflows at log_prob[0, 1]",
+        "[[1.0, 3.0]] [[0.5, 0.0]]"], proc.stdout
