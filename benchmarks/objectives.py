@@ -15,12 +15,10 @@ import time
 from collections.abc import Callable
 
 import torch
-
 from fibration_theory.benchmarks import harness, legacy
 from fibration_theory.benchmarks.workload import Workload, make_workload
-from fibration_theory import fused, losses
-from fibration_theory.losses.fiberpo import _fiber_metrics
-from fibration_theory.losses.registry import Batch
+
+from fibration_theory import fiberpo, losses
 from fibration_theory.validation import check_float
 
 BASELINE = "ppo_clip"
@@ -47,23 +45,14 @@ def _rounds(cfg: Config, slots: int) -> int:
 
 def step(w: Workload, name: str, h, *, mode: str = "fused") -> Callable[[], None]:
     """One forward + backward of objective ``name``; ``mode``: ``fused`` (default routing),
-    ``generic`` (``fused.disabled()``) or ``compiled`` (``torch.compile``d kernels)."""
+    ``generic`` (the closed form, ``fiberpo.fast_path(False)``) or ``compiled``
+    (``torch.compile``d kernels)."""
 
     def run() -> None:
         lp = w.log_prob.detach().requires_grad_(True)
-        old_compile = fused.compile_enabled()
-        fused.set_compile(mode == "compiled")
-        try:
-            if mode == "generic":
-                with fused.disabled():
-                    out = losses.compute(name, lp, w.old_log_prob, w.advantages, w.mask,
-                                         hierarchy=h)
-            else:
-                out = losses.compute(name, lp, w.old_log_prob, w.advantages, w.mask,
-                                     hierarchy=h)
-            out.loss.backward()
-        finally:
-            fused.set_compile(old_compile)
+        with fiberpo.fast_path(mode != "generic", compiled=mode == "compiled"):
+            out = losses.compute(name, lp, w.old_log_prob, w.advantages, w.mask, hierarchy=h)
+        out.loss.backward()
 
     return run
 
@@ -208,20 +197,15 @@ def metrics_section(cfg: Config, slots: int, log: Callable[[str], None]) -> dict
     x = torch.where(w.mask, w.log_prob - w.old_log_prob, zero)
     from fibration_theory.metrics import ratio_metrics
 
-    batch = Batch(x, torch.where(w.mask, w.advantages, zero), h)
     kw = {"c_plus": 0.12, "c_minus": 0.05, "eps": 0.04}
 
-    def fused_gate_metrics() -> None:
-        res = fused.fiber_gate(x, h, levels=True, masked=True, stats=True, **kw)
-        fused.gate_metrics(res.stats)
-
-    def fused_gate_only() -> None:
-        fused.fiber_gate(x, h, levels=True, masked=True, stats=False, **kw)
-
-    def legacy_fiber_metrics() -> None:
-        from fibration_theory import gating
-        log_g = gating.fiberpo_domain_log_ratio(x, h, **kw)
-        _fiber_metrics(batch, log_g, kw["c_plus"], kw["c_minus"], kw["eps"], levels=True)
+    def gate(fast: bool, stats: bool) -> Callable[[], None]:
+        def run() -> None:  # the plan is built per call, as losses.compute builds it
+            plan = fiberpo.gate_plan(h, levels=True, **kw)
+            _, reg = fiberpo.gate(x, plan, stats=stats, fast=fast, masked=True)
+            if stats:
+                reg.metrics()
+        return run
 
     def validation() -> None:
         for t in (w.log_prob, w.old_log_prob, w.advantages):
@@ -231,9 +215,9 @@ def metrics_section(cfg: Config, slots: int, log: Callable[[str], None]) -> dict
              "compute() input validation (3 x check_float)": validation,
              "ratio_metrics": lambda: ratio_metrics(x, h, masked=True),
              "ratio_metrics [before]": lambda: legacy.ratio_metrics(x, h),
-             "fused gate fwd + metrics": fused_gate_metrics,
-             "fused gate fwd, no metrics": fused_gate_only,
-             "generic gate fwd + metrics [before]": legacy_fiber_metrics}
+             "fused gate fwd + metrics": gate(True, True),
+             "fused gate fwd, no metrics": gate(True, False),
+             "generic gate fwd + metrics": gate(False, True)}
     t0 = time.perf_counter()
     res = _measure(cfg, w, cands, _rounds(cfg, slots), cfg.budget_s / 6, memory=False)
     log(f"  metrics at {slots:.0e} slots: {time.perf_counter() - t0:.1f} s")

@@ -21,7 +21,7 @@ kernel). A signed stratum over ``n`` nodes has ``2n`` points, ``c * n + node`` w
 
 Convention (finding F3): ``F`` uses the sign label with ``sign(0) = +1`` to pick the channel,
 ``where(l_i = l, l log r_i, 0)``; it equals ``max(l log r, 0)`` in value everywhere and gives the
-right derivative at ``log r = 0``, the same one-sided choice as ``gating.py``.
+right derivative at ``log r = 0``, the same one-sided choice as the closed form (``fiberpo/closed.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import torch
 
 from fibration_theory.fbg import FBG, Fibration, ReflectingKernel, pointwise
 from fibration_theory.fgh import FGH
+from fibration_theory.fiberpo.plan import level_budgets
+from fibration_theory.validation import check_nonneg
 
 Tensor = torch.Tensor
 Budget = float | Sequence[float]
@@ -54,7 +56,7 @@ __all__ = [
 
 
 def g_agg_reference(x: Tensor, c: Tensor | float, k: Tensor | float) -> Tensor:
-    """Eq 10 (= eq 78), elementwise, written independently of ``gating.g_agg``.
+    """Eq 10 (= eq 78), elementwise, written independently of ``fiberpo.g_agg``.
 
     ``x`` if ``|x| <= C``; ``sign(x)(k+1)C - k x`` if ``C < |x| < (1 + 1/k) C``; else 0.
     """
@@ -236,9 +238,8 @@ def fiberpo_bundle(hierarchy, c_plus: float, c_minus: float, eps: float) -> FBG:
     The returned :class:`FBG` acts on the flat valid log-ratios ``[..., n_x]``
     (:func:`flatten_tokens`); its ``ratio_map`` is eq 80's ``G(r)``.
     """
-    for v, name in ((c_plus, "c_plus"), (c_minus, "c_minus"), (eps, "eps")):
-        if not (float(v) >= 0 and float(v) < float("inf")):
-            raise ValueError(f"{name} must be finite and >= 0, got {v}")
+    c_plus, c_minus = level_budgets(c_plus, 0, "c_plus")[0], level_budgets(c_minus, 0, "c_minus")[0]
+    check_nonneg(eps, "eps")
     st = batch_strata(hierarchy, levels=False)
     fib = st.signed_fibrations()[-1]
     kernel = _kernel(fib, st.exact_weights()[-1])
@@ -257,20 +258,6 @@ def fiberpo_bundle(hierarchy, c_plus: float, c_minus: float, eps: float) -> FBG:
                sign_channel_recover_log(lens, st.token_traj))
 
 
-def _budgets(c: Budget, n: int, name: str) -> list[float]:
-    if isinstance(c, (int, float)) or (isinstance(c, Tensor) and c.dim() == 0):
-        values = [float(c)] * n
-    else:
-        values = [float(v) for v in c]
-        if len(values) != n:
-            raise ValueError(f"{name} has {len(values)} entries, expected one per level plus "
-                             f"the trajectory level ({n})")
-    for v in values:
-        if not (v >= 0 and v < float("inf")):
-            raise ValueError(f"{name} must be finite and >= 0, got {c}")
-    return values
-
-
 def _level_gate(x: Tensor, n: Tensor, c: Tensor, k: Tensor) -> Tensor:
     """``|Tj(node)| g_agg(x / |Tj(node)|, C^(l), T_node)`` (App E.7 g0, g1, g2)."""
     return n * g_agg_reference(x / n, c, k)
@@ -287,11 +274,10 @@ def fiberpo_domain_fgh(hierarchy, c_plus: Budget, c_minus: Budget, eps: float) -
     ``c_plus``, ``c_minus``: one budget for all levels (the paper's eq 31) or one per level,
     coarse to fine, the trajectory level last (the per-level budgets of F4).
     """
-    if not (float(eps) >= 0 and float(eps) < float("inf")):
-        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    check_nonneg(eps, "eps")
     st = batch_strata(hierarchy, levels=True)
-    cp = _budgets(c_plus, st.n_levels, "c_plus")
-    cm = _budgets(c_minus, st.n_levels, "c_minus")
+    cp = level_budgets(c_plus, st.n_levels - 1, "c_plus")
+    cm = level_budgets(c_minus, st.n_levels - 1, "c_minus")
     fibs = st.signed_fibrations()
     kernels = tuple(_kernel(f, w) for f, w in zip(fibs, st.exact_weights()))
     gates = []

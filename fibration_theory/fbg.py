@@ -3,7 +3,7 @@
 Everything here is finite: the total space ``E`` and the base ``B`` are index sets
 ``0..n_E-1`` and ``0..n_B-1``, a density is a ``float64`` tensor ``[..., n]`` (leading batch
 dimensions allowed), and the linear maps are dense matrices. This is the slow, obviously
-correct reference against which FiberPO's closed forms (``gating.py``) are tested; it knows
+correct reference against which FiberPO's closed forms (``fiberpo/closed.py``) are tested; it knows
 nothing about FiberPO. The concrete bundles of App E.5.4 and E.7 live in ``bundles.py``.
 
 Objects (Def 4.3):
@@ -83,10 +83,6 @@ class Fibration:
         m = torch.zeros(self.n_base, self.n_total, dtype=torch.float64)
         m[self.proj, torch.arange(self.n_total)] = 1.0
         return m
-
-    def fiber_sizes(self) -> Tensor:
-        """``[n_base]`` long: number of points over each base point."""
-        return torch.bincount(self.proj, minlength=self.n_base)
 
     def push(self, sigma: Tensor) -> Tensor:
         """Pushforward ``pi_*``: ``[..., n_total] -> [..., n_base]``, summing each fiber."""

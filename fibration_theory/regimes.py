@@ -26,7 +26,6 @@ import torch
 
 Tensor = torch.Tensor
 
-CHANNEL_LABELS = ("P", "R", "Z")
 GLOBAL_LABELS = ("G-I", "G-II,r", "G-II", "G-III,r", "G-III")
 LOCAL_LABELS = ("L-I", "L-II", "L-III")
 

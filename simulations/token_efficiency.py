@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fibration_theory import gating, losses
+from fibration_theory import fiberpo, gating, losses
 from fibration_theory.hierarchy import Hierarchy
 from fibration_theory.simulations import sequence_task as st
 from fibration_theory.simulations.methods import REFERENCE_GATE, Method, all_methods
@@ -101,12 +101,7 @@ def level_drifts(log_ratio: Tensor, h: Hierarchy) -> list[tuple[Tensor, Tensor]]
 
     This is the argument of ``g_agg`` at every level of eq 31 (eq 8 for one level).
     """
-    aggs = gating.level_aggregates(log_ratio, h)
-    out, prev_p, prev_m = [], 0.0, 0.0
-    for p, m in aggs:
-        out.append((p - prev_p, m - prev_m))
-        prev_p, prev_m = p, m
-    return out
+    return fiberpo.drifts(gating.level_aggregates(log_ratio, h))
 
 
 def level_tv(log_ratio: Tensor, h: Hierarchy) -> dict[str, float]:
@@ -226,7 +221,7 @@ def train(cfg: SeqConfig, method: Method, params: dict[str, Any], seed: int,
                 opt.zero_grad()
                 out.loss.backward()
                 diag = _step_diagnostics(task, trained, tables, sub, old_lp[rows], adv[rows], h,
-                                         gate, gate_levels)
+                                         gate, gate_levels, out.regimes)
                 opt.step()
                 diag.update(_restored_after(policy().detach(), sub, old_lp[rows], h,
                                             diag.pop("_rb"), "update"))
@@ -264,16 +259,21 @@ def _domain_success(task: st.SequenceTask, success: Tensor) -> dict[str, float]:
 
 def _step_diagnostics(task: st.SequenceTask, trained: list[Tensor], tables: list[Tensor],
                       sub: st.Rollout, old_lp: Tensor, adv: Tensor, h: Hierarchy,
-                      gate: dict[str, Any], gate_levels: bool) -> dict[str, Any]:
+                      gate: dict[str, Any], gate_levels: bool,
+                      reg: gating.Regimes | None = None) -> dict[str, Any]:
     """Regime occupancy before the step, and whether a plain gradient step restores rollback.
+
+    ``reg``: the regimes ``losses.compute`` returned for this minibatch (FiberPO's gate, with
+    ``gate``), or ``None`` to label them with ``gate`` here.
 
     Called after ``backward`` (the ``trained`` tables hold the loss gradient) and before the
     optimizer step. Returns occupancy fractions, counts ``rb/<level>/fired``,
     ``rb/<level>/grad_restores`` (split by advantage sign), and the rollback masks (``_rb``).
     """
     with torch.no_grad():
-        lr_now = st.token_log_probs(task.logits(*tables), sub) - old_lp
-        reg = gating.regimes(lr_now, h, levels=gate_levels, **gate)
+        if reg is None:
+            lr_now = st.token_log_probs(task.logits(*tables), sub) - old_lp
+            reg = gating.regimes(lr_now, h, levels=gate_levels, **gate)
         out: dict[str, Any] = dict(reg.occupancy())
         rb = _rollback_rows(reg)
         grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in trained]
@@ -282,7 +282,7 @@ def _step_diagnostics(task: st.SequenceTask, trained: list[Tensor], tables: list
         # a plain gradient-descent step on the loss
         probe = [t - scale * g for t, g in zip(trained, grads)] + list(tables[len(trained):])
         lr_probe = st.token_log_probs(task.logits(*probe), sub) - old_lp
-        before = _gated_drifts(lr_now, h, gate_levels)
+        before = reg.drifts
         after = _gated_drifts(lr_probe, h, gate_levels)
         a_sign = torch.sign(h.row_sum(adv))
         for name, (rp, rm), (bp, bm), (ap, am) in zip(reg.names, rb, before, after):

@@ -259,7 +259,7 @@ def compute(name: str, log_prob: Tensor, old_log_prob: Tensor, advantages: Tenso
     h, width = _build(mask, _named_levels(group_ids, domain_ids, levels), tensors, process_group)
     if "norm_length" in entry.params and params.get("norm_length") is None:
         params["norm_length"] = float(width)
-    if "state_ids" in entry.params and params.get("state_ids") is not None:
+    if entry.states and params.get("state_ids") is not None:
         _check_states(params["state_ids"], h.mask, process_group, world)
     out = losses.compute(name, log_prob, old_log_prob, advantages, h.mask, hierarchy=h, **params)
     with torch.no_grad():

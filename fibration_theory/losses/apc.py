@@ -69,14 +69,14 @@ def apc_gate(log_ratio: Tensor, mask: Tensor, codes: Tensor, delta: float
     return 1 + clipped, rollback, zeroed
 
 
-@register("apc", "APC-Obj: per-state TV budget shared across tokens, 1 + clip(r-1, B) (eq 3)")
-def apc(batch: Batch, *, delta: float = 0.2, state_ids: Tensor | None = None,
-        agg: AggMode = "token-mean") -> Surrogate:
-    """APC-Obj (eq 3) with radius ``delta``; ``state_ids`` ``[B, T]`` ints name each token's
-    state (tokens sharing a prefix share a state; default: every token its own state, so
-    ``B_i = delta`` and APC reduces to a symmetric per-token clip of ``r - 1``)."""
+@register("apc", "APC-Obj: per-state TV budget shared across tokens, 1 + clip(r-1, B) (eq 3)",
+          states=True)
+def apc(batch: Batch, *, delta: float = 0.2, agg: AggMode = "token-mean") -> Surrogate:
+    """APC-Obj (eq 3) with radius ``delta``; the batch's ``state_ids`` ``[B, T]`` ints name
+    each token's state (tokens sharing a prefix share a state; default: every token its own
+    state, so ``B_i = delta`` and APC reduces to a symmetric per-token clip of ``r - 1``)."""
     check_nonneg(delta, "delta")
-    codes = state_codes(state_ids, batch.mask)
+    codes = state_codes(batch.state_ids, batch.mask)
     gated, rollback, zeroed = apc_gate(batch.log_ratio, batch.mask, codes, float(delta))
     mu = aggregation.weights(batch.hierarchy, agg, batch.dtype)
     return Surrogate(RGF(mu, gated, batch.advantages),

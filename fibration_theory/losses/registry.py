@@ -4,6 +4,12 @@ An objective is a pure function ``fn(batch: Batch, **params) -> Surrogate`` regi
 :func:`register`; it builds the RGF triple (``mu``, ``G(r)``, ``A``) and its own metrics.
 :func:`fibration_theory.losses.compute` validates the input once, calls it, and turns the
 RGF objective into a loss. Adding an objective is one decorated function.
+
+Registration happens when the decorator runs, that is when the module defining the function
+is imported. The toolkit's own objectives are imported by ``fibration_theory.losses``; an
+objective in a new module of the toolkit needs its module added to the import line of
+``fibration_theory/losses/__init__.py``, and one in a user's own module is registered by
+importing that module (``import my_objectives``) before calling ``compute`` with its name.
 """
 
 from __future__ import annotations
@@ -27,12 +33,17 @@ class Batch:
 
     ``log_ratio``: ``[B, T]`` ``log pi_theta - log pi_old`` (0 outside the mask; differentiable);
     ``advantages``: ``[B, T]`` (detached; 0 outside the mask); ``hierarchy``: its mask is the
-    index set ``E``.
+    index set ``E``; ``state_ids``: ``[B, T]`` integer state of each token, or ``None`` (each
+    token its own state), given only to objectives registered with ``states=True``;
+    ``with_metrics``: whether the caller wants the objective's metrics (``False`` in hot
+    loops: an objective may then skip them).
     """
 
     log_ratio: Tensor
     advantages: Tensor
     hierarchy: Hierarchy
+    state_ids: Tensor | None = None
+    with_metrics: bool = True
 
     @property
     def mask(self) -> Tensor:
@@ -45,10 +56,12 @@ class Batch:
 
 @dataclasses.dataclass(frozen=True)
 class Surrogate:
-    """What an objective returns: its RGF instance and its own metrics."""
+    """What an objective returns: its RGF instance, its own metrics, and (FiberPO's gate
+    only) the gate's regime statistics (a :class:`fibration_theory.fiberpo.Regimes`)."""
 
     rgf: RGF
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    regimes: object | None = None
 
 
 Objective = Callable[..., Surrogate]
@@ -59,6 +72,7 @@ class Entry:
     name: str
     fn: Objective
     summary: str
+    states: bool = False
 
     @functools.cached_property
     def params(self) -> dict[str, object]:
@@ -70,14 +84,20 @@ class Entry:
 REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, summary: str) -> Callable[[Objective], Objective]:
-    """Register ``fn`` under ``name``; a duplicate name is an error, never an overwrite."""
+def register(name: str, summary: str, *, states: bool = False
+             ) -> Callable[[Objective], Objective]:
+    """Register ``fn`` under ``name`` when the decorated definition runs (on import of its
+    module; see the module docstring); a duplicate name is an error, never an overwrite.
+
+    ``states=True``: the objective reads ``batch.state_ids`` (``compute(..., state_ids=)``);
+    other objectives refuse state ids.
+    """
 
     def wrap(fn: Objective) -> Objective:
         if name in REGISTRY:
             raise ValueError(f"objective {name!r} is already registered "
                              f"(by {REGISTRY[name].fn.__module__})")
-        REGISTRY[name] = Entry(name, fn, summary)
+        REGISTRY[name] = Entry(name, fn, summary, states)
         return fn
 
     return wrap

@@ -1,7 +1,8 @@
-"""The fused fast path (``fibration_theory.fused``) against its references.
+"""The fast path (``fibration_theory.fiberpo.fast``) against its references.
 
-References: the closed forms of ``gating`` (values and autograd gradients), the generic loss
-route (``fused.disabled()``) for ``losses.compute`` (loss, gated ratio, gradient, metrics),
+References: the closed forms of ``gating`` (values and autograd gradients), the closed-form
+loss route (``fiberpo.fast_path(False)``) for ``losses.compute`` (loss, gated ratio,
+gradient, metrics),
 and a plain copy of the pre-rewrite ``ratio_metrics`` (boolean-gathered tokens).
 """
 
@@ -16,7 +17,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fibration_theory import Hierarchy, fused, gating, losses
+from fibration_theory import Hierarchy, fiberpo, gating, losses
+from fibration_theory.fiberpo import fast as fast_mod
 from fibration_theory.metrics import ratio_metrics
 
 #: relative tolerance of G(r): log G sums at most 2L + 2 rounded terms of size <= 1 (the
@@ -118,7 +120,8 @@ def gate_and_grad(case: Case, levels: bool, use_fused: bool) -> tuple[torch.Tens
     cp = case.c_plus if levels else _scalar(case.c_plus)
     cm = case.c_minus if levels else _scalar(case.c_minus)
     if use_fused:
-        g = fused.fiber_gate(x, h, c_plus=cp, c_minus=cm, eps=case.eps, levels=levels).ratio
+        plan = fiberpo.gate_plan(h, c_plus=cp, c_minus=cm, eps=case.eps, levels=levels)
+        g = fiberpo.gate(x, plan, fast=True)[0]
     else:
         fn = gating.fiberpo_domain_ratio if levels else gating.fiberpo_ratio
         g = fn(x, h, c_plus=cp, c_minus=cm, eps=case.eps)
@@ -154,7 +157,7 @@ def test_a_broken_backward_is_caught(monkeypatch):
                 torch.tensor([[0.12, 0.1, 0.11], [0.0, 0.05, -0.04]], dtype=torch.float64),
                 torch.ones(2, 3, dtype=torch.float64), [], 0.1, 0.1, 0.04)
     assert_gate_matches(case, levels=False)
-    monkeypatch.setattr(fused, "_row_grads", lambda plan, rows, eps, s, g, u: 0 * g)
+    monkeypatch.setattr(fast_mod, "_row_grads", lambda plan, rows, eps, s, g, u: 0 * g)
     with pytest.raises(AssertionError):
         assert_gate_matches(case, levels=False)
 
@@ -170,7 +173,7 @@ def _compute(case: Case, name: str, generic: bool, dtype=torch.float64):
     if name == "fiberpo":
         kw.update(c_plus=_scalar(case.c_plus), c_minus=_scalar(case.c_minus))
     if generic:
-        with fused.disabled():
+        with fiberpo.fast_path(False):
             out = losses.compute(name, lp, old, adv, case.mask, hierarchy=h, **kw)
     else:
         out = losses.compute(name, lp, old, adv, case.mask, hierarchy=h, **kw)
@@ -237,7 +240,7 @@ def test_host_packed_metrics_equal_generic(monkeypatch, dtype):
     """Property: the metrics route used off the CPU (the [B]-sized inputs packed into one
     float64 tensor and moved to the host once) gives the generic path's metrics too; the
     CPU tests otherwise only see the in-place numpy route. Empty rows and two levels."""
-    monkeypatch.setattr(fused, "_NUMPY_FLOATS", ())
+    monkeypatch.setattr(fast_mod, "_NUMPY_FLOATS", ())
     rng = np.random.default_rng(7)
     b, t = 24, 30
     lengths = rng.integers(0, t + 1, size=b)
@@ -262,17 +265,17 @@ def test_data_parallel_and_functorch_take_the_generic_path(monkeypatch):
     mask = torch.ones(2, 3, dtype=torch.bool)
     x = torch.full((2, 3), 0.01, dtype=torch.float64)
     h_dp = Hierarchy.from_padded(mask, allreduce=lambda t: t + 0)
-    assert not fused.supported(x, h_dp)
-    assert fused.supported(x, Hierarchy.from_padded(mask))
+    assert not fast_mod.supported(x, h_dp)
+    assert fast_mod.supported(x, Hierarchy.from_padded(mask))
     seen = []
-    torch.func.vmap(lambda y: seen.append(fused.supported(y, Hierarchy.from_padded(mask)))
+    torch.func.vmap(lambda y: seen.append(fast_mod.supported(y, Hierarchy.from_padded(mask)))
                     or y)(x[None])
     assert seen == [False]
 
     def boom(*args, **kwargs):
         raise AssertionError("the fused Function ran")
 
-    monkeypatch.setattr(fused.FiberGate, "apply", boom)
+    monkeypatch.setattr(fast_mod.FiberGate, "apply", boom)
     lp = x.clone().requires_grad_(True)
     out = losses.compute("fiberpo", lp, torch.zeros_like(x), torch.ones_like(x), mask,
                          hierarchy=h_dp)
@@ -338,9 +341,7 @@ def test_compiled_kernels_equal_closed_form():
     """Property: the torch.compile'd kernels give the closed forms' values and gradients,
     and the generic loss route's metrics (two shapes, so the dynamic-shape kernels are
     reused)."""
-    old = fused.compile_enabled()
-    fused.set_compile(True)
-    try:
+    with fiberpo.fast_path(True, compiled=True):
         for seed, (b, t) in enumerate([(5, 7), (9, 4)]):
             rng = np.random.default_rng(seed)
             mask = torch.as_tensor(rng.random((b, t)) < 0.8)
@@ -354,5 +355,4 @@ def test_compiled_kernels_equal_closed_form():
                 fast, _ = _compute(case, name, generic=False)
                 ref, _ = _compute(case, name, generic=True)
                 assert_metrics_match(fast.metrics, ref.metrics, 1.0, METRIC_RTOL, case)
-    finally:
-        fused.set_compile(old)
+
