@@ -1,4 +1,4 @@
-"""Sections of ``fibration bench`` that time the objectives (issue 5, items 1-3).
+"""Sections of ``fibration bench`` that time the objectives against ``ppo_clip``.
 
 Every step is what a trainer runs per minibatch: ``losses.compute`` (validation, the
 objective, its metrics as ``compute`` returns them) and ``loss.backward()``, on a
