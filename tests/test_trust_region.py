@@ -387,3 +387,50 @@ def test_closed_form_speed_and_agreement(n_pairs):
     assert abs(lp.value - m_s.sum()) <= 1e-9 * m_s.sum()
     if n_pairs == 10_000:
         assert cvx / closed >= 100, (cvx, closed)
+
+
+def test_apc_bound_has_no_cancellation_at_large_ratios():
+    """One token at r = 1e20 + 1 leaves its state's budget to itself: with ``T_s delta = 0.3``
+    and the others using 0.06, it is clipped to ``1 + 0.24`` exactly; the others are zeroed.
+    Forming ``T_s (delta - D(s)) + |Delta|`` instead cancels ``1e20`` against itself."""
+    gated = tr.apc_gating_map([1e20 + 1.0, 1.05, 0.99], [1, 1, 1], [0, 0, 0], radius=0.1)
+    np.testing.assert_allclose(gated, [1.24, 1.0, 1.0], rtol=0, atol=1e-15)
+    # the same bound read off the definition on moderate ratios, where nothing cancels
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        adv, n, states = _instance(rng, n_states=2, k=4)
+        d = 0.2 * rng.standard_normal(adv.shape[0])
+        pairs = group_pairs(n, states)
+        expect = np.empty_like(d)
+        for i in range(d.shape[0]):
+            same = np.flatnonzero(pairs.codes == pairs.codes[i])
+            others = np.sum(n[same] * np.abs(d[same])) - np.abs(d[i])
+            b = max(pairs.T_s[pairs.codes[i]] * 0.1 - others, 0.0)
+            expect[i] = 1.0 + np.clip(d[i], -b, b)
+        np.testing.assert_allclose(tr.apc_gating_map(1 + d, n, states, radius=0.1), expect,
+                                   rtol=0, atol=TOL_FLOAT)
+
+
+def test_tv_trpo_no_overflow_at_huge_advantages():
+    """Advantages of 1e200: M = 1e200 and j* = M^2/(16 gamma ||A||) = 1e200/8 at gamma = 1/2,
+    without forming M^2 = 1e400."""
+    sol = tr.solve_tv_trpo([1e200, -1e200, 3e199], [1, 2, 1], [0, 0, 0], gamma=0.5)
+    assert np.isfinite(sol.objective) and np.all(np.isfinite(sol.delta))
+    assert sol.M == pytest.approx(1e200, rel=1e-15)
+    assert sol.t_star == pytest.approx(1 / 8, rel=1e-15)
+    assert sol.objective == pytest.approx(1e200 / 8, rel=1e-15)
+    small = tr.solve_tv_trpo([1.0, -1.0, 0.3], [1, 2, 1], [0, 0, 0], gamma=0.5)
+    np.testing.assert_allclose(sol.delta, small.delta, rtol=1e-15)
+
+
+@pytest.mark.parametrize("bad", ["x", "0.5", None, True, [0.5]])
+def test_gamma_must_be_a_number(bad):
+    with pytest.raises(ValueError, match="gamma"):
+        tr.solve_tv_trpo([1.0, -1.0], [1, 1], [0, 0], gamma=bad)
+    with pytest.raises(ValueError, match="gamma"):
+        tr.delta_trpo(bad)
+
+
+def test_radius_must_be_a_number():
+    with pytest.raises(ValueError, match="radius"):
+        tr.apc_clip([0.1], [1], [0], radius="x")

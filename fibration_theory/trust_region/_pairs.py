@@ -132,9 +132,19 @@ def group_pairs(counts: ArrayLike, states: ArrayLike) -> Pairs:
     return Pairs(counts=n, codes=codes, state_ids=state_ids.astype(np.int64), T_s=T_s)
 
 
+def _as_float(x: object, name: str) -> float:
+    """``float(x)`` for a real number ``x`` (no strings, no bools), else ValueError naming it."""
+    if isinstance(x, (str, bytes, bool, np.bool_)):
+        raise ValueError(f"{name} must be a real number, got {x!r}")
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {x!r}") from None
+
+
 def check_gamma(gamma: float) -> float:
     """The discount ``gamma`` in (0, 1]."""
-    g = float(gamma)
+    g = _as_float(gamma, "gamma")
     if not np.isfinite(g) or not 0.0 < g <= 1.0:
         raise ValueError(f"gamma must lie in (0, 1], got {gamma!r}")
     return g
@@ -142,7 +152,7 @@ def check_gamma(gamma: float) -> float:
 
 def check_radius(radius: float, name: str = "radius") -> float:
     """A finite trust-region radius ``delta >= 0``."""
-    r = float(radius)
+    r = _as_float(radius, name)
     if not np.isfinite(r) or r < 0.0:
         raise ValueError(f"{name} must be finite and >= 0, got {radius!r}")
     return r

@@ -31,10 +31,24 @@ from fibration_theory.trust_region._pairs import (
 )
 
 
+def clip_bound(d: np.ndarray, pairs: Pairs, radius: float) -> np.ndarray:
+    """``(N,)`` clip bound ``B_{s,a} = T_s delta - sum_{other tokens at s} |Delta|`` (eq 58).
+
+    Formed without cancellation, as the token-level APC loss does: every deviation enters the
+    state's sum capped at the state's budget, ``c = min(|Delta|, T_s delta)``, and
+    ``B = T_s delta - (sum_s n c - c)``. The cap changes no clip: one other token beyond the
+    whole budget leaves ``B <= 0`` (zeroed) with or without it. Subtracting an uncapped
+    ``|Delta| = 1e20`` from ``T_s D(s)`` would wipe out the budget ``T_s delta``.
+    """
+    budget = (pairs.T_s * radius)[pairs.codes]
+    capped = np.minimum(np.abs(d), budget)
+    used = pairs.state_sum(pairs.counts * capped)[pairs.codes]
+    return budget - (used - capped)
+
+
 def _gate(d: np.ndarray, pairs: Pairs, radius: float) -> np.ndarray:
     """``G(Delta)`` of Def D.8 on validated inputs."""
-    bound = (pairs.T_s * (radius - pairs.tv(d)))[pairs.codes] + np.abs(d)
-    b_plus = np.maximum(bound, 0.0)
+    b_plus = np.maximum(clip_bound(d, pairs, radius), 0.0)
     return np.clip(d, -b_plus, b_plus)
 
 

@@ -87,12 +87,13 @@ class TVTRPOSolution:
 
 def _unit_maximizer(adv: np.ndarray, pairs: Pairs, tie_norm: TieNorm
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """``(Delta_hat*, spread_s)``: eq 69's maximizer and ``max_a A - min_a A`` per state."""
+    """``(Delta_hat*, half_spread_s)``: eq 69's maximizer and ``(max_a A - min_a A)/2`` per state
+    (halves taken first, so that advantages near the float64 limit do not overflow)."""
     if tie_norm not in ("pairs", "tokens"):
         raise ValueError(f"tie_norm must be 'pairs' or 'tokens', got {tie_norm!r}")
     a_max, a_min = pairs.state_max(adv), pairs.state_min(adv)
-    spread = a_max - a_min
-    active = (spread > 0)[pairs.codes]
+    half_spread = 0.5 * a_max - 0.5 * a_min
+    active = (half_spread > 0)[pairs.codes]
     is_max = active & (adv == a_max[pairs.codes])
     is_min = active & (adv == a_min[pairs.codes])
     n = pairs.counts
@@ -104,7 +105,7 @@ def _unit_maximizer(adv: np.ndarray, pairs: Pairs, tie_norm: TieNorm
     with np.errstate(divide="ignore", invalid="ignore"):
         up = np.where(is_max, half * share / denom_max[pairs.codes], 0.0)
         down = np.where(is_min, half * share / denom_min[pairs.codes], 0.0)
-    return up - down, spread
+    return up - down, half_spread
 
 
 def unit_tv_maximizer(advantages: ArrayLike, counts: ArrayLike, states: ArrayLike, *,
@@ -117,8 +118,8 @@ def unit_tv_maximizer(advantages: ArrayLike, counts: ArrayLike, states: ArrayLik
     """
     pairs = group_pairs(counts, states)
     adv = as_vector(advantages, "advantages", pairs.n_pairs)
-    unit, spread = _unit_maximizer(adv, pairs, tie_norm)
-    return unit, 0.5 * pairs.T_s * spread
+    unit, half_spread = _unit_maximizer(adv, pairs, tie_norm)
+    return unit, pairs.T_s * half_spread
 
 
 def solve_tv_trpo(advantages: ArrayLike, counts: ArrayLike, states: ArrayLike, *,
@@ -139,13 +140,14 @@ def solve_tv_trpo(advantages: ArrayLike, counts: ArrayLike, states: ArrayLike, *
     pairs = group_pairs(counts, states)
     adv = as_vector(advantages, "advantages", pairs.n_pairs)
     w = resolve_state_weights(state_weights, pairs)
-    unit, spread = _unit_maximizer(adv, pairs, tie_norm)
-    m_s = 0.5 * pairs.T_s * spread
-    m = float(np.sum(w * 0.5 * spread))  # M = sum_s w_s M(s)/T_s
+    unit, half_spread = _unit_maximizer(adv, pairs, tie_norm)
+    m_s = pairs.T_s * half_spread
+    m = float(np.sum(w * half_spread))  # M = sum_s w_s M(s)/T_s
     norm = float(np.max(np.abs(adv)))
-    t_star = (1.0 - g) * m / (8.0 * g * norm) if norm > 0 else 0.0
+    t_star = (1.0 - g) / (8.0 * g) * (m / norm) if norm > 0 else 0.0
     delta = t_star * unit
-    objective = m * m / (16.0 * g * norm) if (norm > 0 and g < 1.0) else 0.0
+    # M^2 / (16 gamma ||A||) as M * (M/||A||) / (16 gamma): M <= ||A|| (Lemma D.2), no overflow
+    objective = m * (m / norm) / (16.0 * g) if (norm > 0 and g < 1.0) else 0.0
     return TVTRPOSolution(
         delta=_frozen(delta), unit_maximizer=_frozen(unit), t_star=t_star, M=m,
         M_s=_frozen(m_s), state_ids=_frozen(pairs.state_ids.copy()), T_s=_frozen(pairs.T_s),
