@@ -8,13 +8,14 @@ broken one and see the certificate fail: a certificate that cannot fail certifie
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 
-Method = Literal["symbolic", "convex", "property", "numeric"]
+Method = Literal["symbolic", "smt", "convex", "property", "numeric"]
 Status = Literal["pass", "fail", "skip"]
 
 
@@ -70,7 +71,14 @@ class Certificate:
     def name(self) -> str:
         return f"{self.check.__module__.rsplit('.', 1)[-1]}.{self.check.__name__}"
 
-    def run(self, rng: np.random.Generator, **overrides) -> Record:
+    @property
+    def has_thorough(self) -> bool:
+        """Whether the check takes ``thorough=True`` (bigger sizes, more instances)."""
+        return "thorough" in inspect.signature(self.check).parameters
+
+    def run(self, rng: np.random.Generator, *, thorough: bool = False, **overrides) -> Record:
+        if thorough and self.has_thorough:
+            overrides = {**overrides, "thorough": True}
         start = time.perf_counter()
         try:
             out = self.check(rng, **overrides)
