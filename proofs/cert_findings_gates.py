@@ -23,6 +23,18 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 import torch
+from fibration_theory.proofs.cert_fbg import (
+    NUMERIC_TOL,
+    random_budgets,
+    random_hierarchy,
+    random_log_ratio,
+)
+from fibration_theory.proofs.cert_fiberpo_jacobian import (
+    autograd_jacobian,
+    flat_layout,
+    jacobian_eq20,
+)
+from fibration_theory.proofs.registry import Outcome, certificate
 
 from fibration_theory import gating
 from fibration_theory.bundles import (
@@ -32,9 +44,6 @@ from fibration_theory.bundles import (
     g_agg_reference,
 )
 from fibration_theory.hierarchy import Hierarchy
-from fibration_theory.proofs.cert_fbg import NUMERIC_TOL, random_budgets, random_hierarchy, random_log_ratio
-from fibration_theory.proofs.cert_fiberpo_jacobian import autograd_jacobian, flat_layout, jacobian_eq20
-from fibration_theory.proofs.registry import Outcome, certificate
 
 Tensor = torch.Tensor
 
@@ -355,8 +364,10 @@ def zero_token_kink(closed_fn=None) -> dict[str, float]:
 
 
 @certificate(id="F3", paper_ref="eq 13 (and eqs 9, 20, App E.5.4 F)",
-             statement="sign(0) is undefined in eq 13 although on-policy log-ratios are exactly 0",
-             method="numeric")
+             statement="sign(0) is undefined in eq 13 although on-policy log-ratios are exactly 0; "
+                       "values and the gradient at r = 1 do not depend on it",
+             method="numeric",
+             finding="harmless")
 def check_sign_zero(rng: np.random.Generator, *, closed_fn=None, n_instances: int = 20,
                     **_) -> Outcome:
     """Evidence reproduced when (i) values do not depend on the convention, (ii) a zero token
@@ -399,7 +410,8 @@ def check_sign_zero(rng: np.random.Generator, *, closed_fn=None, n_instances: in
 @certificate(id="F4", paper_ref="eq 31, App E.7 gates, Section 6 (p17)",
              statement="eq 31 uses one pair C+- at every level though Section 6 motivates "
                        "independent per-level budgets",
-             method="numeric")
+             method="numeric",
+             finding="confirmed")
 def check_per_level_budgets(rng: np.random.Generator, *, closed_fgh=None, n_instances: int = 12,
                             **_) -> Outcome:
     """Evidence: (i) the generic FGH with per-level gates equals the toolkit's per-level closed

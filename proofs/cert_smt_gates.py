@@ -19,7 +19,6 @@ import dataclasses
 
 import numpy as np
 import z3
-
 from fibration_theory.proofs import smt
 from fibration_theory.proofs.registry import Outcome, certificate
 from fibration_theory.proofs.smt import Pair, claim
@@ -31,7 +30,7 @@ def g_agg_pairs() -> list[Pair]:
     """Regimes, continuity (as a Lipschitz bound), slope -k in rollback, range, for all real x,
     y, C > 0 and k >= 1 (k is the level's token count, a real here)."""
     x, y, c, k = z3.Reals("x y C k")
-    g = lambda v, **kw: smt.g_agg(v, c, k, **kw)  # noqa: E731
+    g = lambda v, **kw: smt.g_agg(v, c, k, **kw)
     star = (1 + 1 / k) * c
     hyp = [c > 0, k >= 1]
     sizes = "symbolic x, y, C > 0, k >= 1"

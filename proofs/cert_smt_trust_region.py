@@ -13,7 +13,6 @@ import itertools
 
 import numpy as np
 import z3
-
 from fibration_theory.proofs import smt
 from fibration_theory.proofs.registry import Outcome, certificate
 from fibration_theory.proofs.smt import Pair, claim

@@ -17,6 +17,9 @@ import numpy as np
 
 Method = Literal["symbolic", "smt", "convex", "property", "numeric"]
 Status = Literal["pass", "fail", "skip"]
+#: what a finding's passing check establishes about the paper: a real issue (``confirmed``),
+#: no consequence (``harmless``), or a claim of the audit shown wrong (``refuted``)
+Verdict = Literal["confirmed", "harmless", "refuted"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Record:
     seconds: float
     detail: str = ""
     name: str = ""
+    verdict: str = ""  # findings only: Verdict when the check passes, "not reproduced" else
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Certificate:
     statement: str
     method: Method
     check: Callable[..., Outcome]
+    finding: Verdict | None = None
 
     @property
     def name(self) -> str:
@@ -95,17 +100,28 @@ class Certificate:
             seconds=time.perf_counter() - start,
             detail=out.detail or (out.skip_reason or ""),
             name=self.name,
+            verdict=self.verdict(out.status),
         )
+
+    def verdict(self, status: Status) -> str:
+        """A finding's reading: its verdict when the evidence is reproduced, else says so."""
+        if self.finding is None:
+            return ""
+        return self.finding if status == "pass" else f"not reproduced ({status})"
 
 
 CERTIFICATES: dict[str, Certificate] = {}
 
 
-def certificate(id: str, paper_ref: str, statement: str, method: Method):
-    """Register ``check`` under its qualified name; refuse duplicates."""
+def certificate(id: str, paper_ref: str, statement: str, method: Method,
+                finding: Verdict | None = None):
+    """Register ``check`` under its qualified name; refuse duplicates. A finding (id ``F..``)
+    states what its passing check establishes (``finding``)."""
+    if id.startswith("F") != (finding is not None):
+        raise ValueError(f"certificate {id}: findings (ids F..) and only they take a verdict")
 
     def wrap(check: Callable[..., Outcome]) -> Callable[..., Outcome]:
-        cert = Certificate(id, paper_ref, statement, method, check)
+        cert = Certificate(id, paper_ref, statement, method, check, finding)
         if cert.name in CERTIFICATES:
             raise ValueError(f"certificate {cert.name!r} is registered twice")
         CERTIFICATES[cert.name] = cert

@@ -35,9 +35,8 @@ def certificate_rng(seed: int, name: str) -> np.random.Generator:
 
 def run_all(seed: int = 0, only: str | None = None, progress: bool = True,
             thorough: bool = False):
-    from tqdm import tqdm
-
     from fibration_theory.proofs.registry import load_all
+    from tqdm import tqdm
 
     certs = [c for c in load_all().values()
              if only is None or only in c.id or only in c.name]
@@ -52,7 +51,7 @@ def run_all(seed: int = 0, only: str | None = None, progress: bool = True,
 def format_table(records) -> str:
     head = ("id", "paper", "statement", "method", "residual", "status", "time")
     rows = [(r.id, r.paper_ref, _short(r.statement, 58), r.method, f"{r.residual:.2e}",
-             r.status.upper(), f"{r.seconds:.2f}s") for r in records]
+             (r.verdict or r.status).upper(), f"{r.seconds:.2f}s") for r in records]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = "  ".join
     out = [line(h.ljust(w) for h, w in zip(head, widths)), line("-" * w for w in widths)]
@@ -60,16 +59,31 @@ def format_table(records) -> str:
     return "\n".join(out)
 
 
-def format_markdown(records, seed: int, seconds: float) -> str:
-    lines = [f"# `fibration verify --seed {seed}`", "",
+def format_markdown(records, seed: int, seconds: float, thorough: bool = False) -> str:
+    """The report: one table of every certificate (a finding's status column reads its
+    verdict: confirmed, harmless or refuted), then every finding and SMT proof with its
+    ``detail``."""
+    mode = " --thorough" if thorough else ""
+    lines = [f"# `fibration verify --seed {seed}{mode}`", "",
              f"{sum(r.status == 'pass' for r in records)} pass, "
              f"{sum(r.status == 'fail' for r in records)} fail, "
              f"{sum(r.status == 'skip' for r in records)} skip; {seconds:.1f} s in all.", "",
              "| id | paper | statement | method | residual | tol | status | time (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
+        status = r.verdict or r.status
         lines.append(f"| {r.id} | {r.paper_ref} | {r.statement} | {r.method} | "
-                     f"{r.residual:.2e} | {r.tol:.0e} | {r.status} | {r.seconds:.2f} |")
+                     f"{r.residual:.2e} | {r.tol:.0e} | {status} | {r.seconds:.2f} |")
+    findings = [r for r in records if r.verdict]
+    if findings:
+        lines += ["", "## Findings", ""]
+        lines += [f"- **{r.id} {r.verdict}** ({r.paper_ref}): {r.statement}. {r.detail}"
+                  for r in findings]
+    proofs = [r for r in records if r.method == "smt"]
+    if proofs:
+        lines += ["", "## SMT proofs (z3, all real inputs at the stated sizes)", ""]
+        lines += [f"- **{r.id}** ({r.paper_ref}, {r.status}, {r.seconds:.1f} s): {r.detail}"
+                  for r in proofs]
     return "\n".join(lines) + "\n"
 
 
@@ -89,10 +103,13 @@ def run(args: argparse.Namespace) -> int:
     for r in records:
         if r.status != "pass":
             print(f"  {r.status.upper()} {r.id} {r.name}: {r.detail}")
+    for r in records:
+        if r.verdict:
+            print(f"  {r.id} {r.verdict}: {_short(r.detail, 160)}")
     if args.json:
         write_text(args.json, json.dumps([dataclasses.asdict(r) for r in records], indent=1))
     if args.markdown:
-        write_text(args.markdown, format_markdown(records, args.seed, seconds))
+        write_text(args.markdown, format_markdown(records, args.seed, seconds, args.thorough))
     if not records:
         print("no certificate ran", file=sys.stderr)
         return 1

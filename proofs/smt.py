@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import z3
-
 from fibration_theory.proofs.registry import Outcome
 
 Answer = Literal["unsat", "sat", "unknown"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import z3
-
 from fibration_theory.proofs import cert_smt_gates as gates
 from fibration_theory.proofs import cert_smt_trust_region as trm
 from fibration_theory.proofs import smt

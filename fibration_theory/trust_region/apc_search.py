@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -25,6 +26,7 @@ from scipy.linalg import null_space
 from scipy.optimize import linprog, minimize
 
 from fibration_theory.trust_region._pairs import as_vector, check_radius, group_pairs
+from fibration_theory.trust_region.tv_trpo import TieNorm
 
 #: largest number of sampled actions at one state for the exact search (2^k (1 + 2^k) LPs)
 MAX_ACTIONS_EXACT = 5
@@ -58,7 +60,7 @@ def state_term(delta: np.ndarray, adv: np.ndarray, n: np.ndarray, radius: float)
 def maximize_apc_state(adv: ArrayLike, n: ArrayLike, radius: float, *,
                        a_eq: np.ndarray | None = None, b_eq: np.ndarray | None = None,
                        bounds: list[tuple[float | None, float | None]] | None = None,
-                       n_extra: int = 0) -> ApcMax:
+                       n_extra: int = 0, tie_break: TieNorm | None = None) -> ApcMax:
     """Exact global maximum of ``f`` at one state over a polyhedral domain.
 
     Args:
@@ -69,6 +71,11 @@ def maximize_apc_state(adv: ArrayLike, n: ArrayLike, radius: float, *,
         bounds: per-variable bounds for ``x`` (default free).
         n_extra: number ``m`` of silent variables (e.g. unsampled actions) that enter only the
             constraints.
+        tie_break: ``None`` returns a vertex of the optimal set (whichever HiGHS finds);
+            ``"pairs"`` (``sum_a Delta_a^2``) or ``"tokens"`` (``sum_a n_a Delta_a^2``) returns the
+            point of smallest such norm among all maximizers, the tie-break of Def D.4: on every
+            piece whose LP reaches the maximum, a QP over that piece's optimal face (the piece
+            cut by ``f >= max``), and the smallest of their optima.
     """
     a = as_vector(adv, "adv")
     w = as_vector(n, "n", a.shape[0])
@@ -85,6 +92,7 @@ def maximize_apc_state(adv: ArrayLike, n: ArrayLike, radius: float, *,
     bounds = bounds if bounds is not None else [(None, None)] * (k + m)
     budget = w.sum() * rad
     best_val, best_x, n_lp = -np.inf, None, 0
+    solved = []  # (A_ub, b_ub, lin, x, value) of every feasible piece
     eye = np.eye(k)
     pad = np.zeros(m)
     for sigma in itertools.product((-1.0, 1.0), repeat=k):
@@ -113,11 +121,71 @@ def maximize_apc_state(adv: ArrayLike, n: ArrayLike, radius: float, *,
             if res.status != 0:
                 continue
             val = state_term(res.x[:k], a, w, rad)        # re-evaluate f itself at the vertex
+            solved.append((np.r_[orth, rows], np.r_[np.zeros(k), rhs], lin, res.x, val))
             if val > best_val:
                 best_val, best_x = val, res.x
     if best_x is None:
         raise ValueError("the domain given by a_eq, b_eq, bounds is empty")
+    if tie_break is not None:
+        best_x, n_qp = _min_norm_maximizer(solved, best_val, a_eq, b_eq, bounds, a, w, rad,
+                                           k, tie_break)
+        n_lp += n_qp
+        best_val = state_term(best_x[:k], a, w, rad)
     return ApcMax(delta=best_x[:k], value=best_val, extra=best_x[k:], n_lp=n_lp)
+
+
+#: a piece reaches the maximum when its LP value is within this (relative) of it; HiGHS's
+#: vertices are exact to ~1e-15, so 1e-9 admits every piece of the optimal set and no other
+#: (a suboptimal piece sits below by a difference of advantages times a deviation, O(1e-3)+)
+TIE_RTOL = 1e-9
+
+
+def _min_norm_maximizer(solved, best_val, a_eq, b_eq, bounds, adv, w, rad, k,
+                        tie_break: TieNorm) -> tuple[np.ndarray, int]:
+    """Smallest-norm maximizer over the union of the optimal faces of the pieces."""
+    import cvxpy as cp
+
+    from fibration_theory.trust_region.reference import CLARABEL_OPTS
+
+    if tie_break not in ("pairs", "tokens"):
+        raise ValueError(f"tie_break must be None, 'pairs' or 'tokens', got {tie_break!r}")
+    scale = max(1.0, abs(best_val))
+    weight = np.ones(k) if tie_break == "pairs" else w
+    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
+    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])
+    best, best_norm, n_qp = None, np.inf, 0
+    zero = np.zeros(solved[0][3].shape[0])
+    if (np.allclose(a_eq @ zero, b_eq, rtol=0, atol=0)
+            and np.all(lo <= 0) and np.all(hi >= 0)
+            and state_term(zero[:k], adv, w, rad) >= best_val - TIE_RTOL * scale):
+        return zero, 0  # Delta = 0 is a maximizer (e.g. all advantages equal): norm 0
+    for a_ub, b_ub, lin, x0, val in solved:
+        if val < best_val - TIE_RTOL * scale:
+            continue
+        const = val - float(lin @ x0[:k])                # f = lin . Delta + const on the piece
+        x = cp.Variable(x0.shape[0])
+        # the optimal face: the piece cut by f = max (an equality; the LP shows f <= max there)
+        cons = [a_ub @ x <= b_ub, a_eq @ x == b_eq, lin @ x[:k] == best_val - const]
+        cons += [x[i] >= lo[i] for i in np.flatnonzero(np.isfinite(lo))]
+        cons += [x[i] <= hi[i] for i in np.flatnonzero(np.isfinite(hi))]
+        prob = cp.Problem(cp.Minimize(cp.sum(cp.multiply(weight, cp.square(x[:k])))), cons)
+        with warnings.catch_warnings():
+            # a face is lower-dimensional: CLARABEL may flag "inaccurate"; the point is
+            # accepted only if it re-evaluates as a maximizer below
+            warnings.simplefilter("ignore", UserWarning)
+            prob.solve(solver="CLARABEL", **CLARABEL_OPTS)
+        n_qp += 1
+        if x.value is None or prob.status not in ("optimal", "optimal_inaccurate"):
+            continue
+        cand = np.asarray(x.value)
+        if state_term(cand[:k], adv, w, rad) < best_val - 1e-7 * scale:
+            continue  # the QP solver's point left the optimal set: not a maximizer
+        norm = float(np.sum(weight * cand[:k] ** 2))
+        if norm < best_norm:
+            best, best_norm = cand, norm
+    if best is None:  # no QP came back: fall back to the best vertex
+        best = max(solved, key=lambda p: p[4])[3]
+    return best, n_qp
 
 
 def _by_state(advantages, counts, states):
@@ -128,8 +196,10 @@ def _by_state(advantages, counts, states):
 
 def maximize_apc_exact(advantages: ArrayLike, counts: ArrayLike, states: ArrayLike, *,
                        radius: float,
-                       state_weights: ArrayLike | Mapping[int, float] | None = None) -> ApcMax:
-    """Exact global maximizer of APC-Obj over deviations satisfying (65), state by state.
+                       state_weights: ArrayLike | Mapping[int, float] | None = None,
+                       tie_break: TieNorm | None = None) -> ApcMax:
+    """Exact global maximizer of APC-Obj over deviations satisfying (65), state by state;
+    ``tie_break`` as in :func:`maximize_apc_state` (the min-norm maximizer of Def D.4).
 
     Returns an :class:`ApcMax` whose ``delta`` is ``(N,)`` and ``value`` the APC-Obj value
     (:func:`~fibration_theory.trust_region.apc.apc_objective`) there.
@@ -139,10 +209,16 @@ def maximize_apc_exact(advantages: ArrayLike, counts: ArrayLike, states: ArrayLi
     pairs, adv, blocks = _by_state(advantages, counts, states)
     delta = np.zeros(pairs.n_pairs)
     n_lp = 0
+    done: dict[bytes, np.ndarray] = {}  # states with the same (A, n) share one search
     for idx in blocks:
-        res = maximize_apc_state(adv[idx], pairs.counts[idx], radius)
-        delta[idx] = res.delta
-        n_lp += res.n_lp
+        order = np.lexsort((pairs.counts[idx], adv[idx]))
+        key = np.r_[adv[idx][order], pairs.counts[idx][order]].tobytes()
+        if key not in done:
+            res = maximize_apc_state(adv[idx][order], pairs.counts[idx][order], radius,
+                                     tie_break=tie_break)
+            done[key] = res.delta
+            n_lp += res.n_lp
+        delta[idx[order]] = done[key]
     value = apc_objective(delta, adv, pairs.counts, states, radius=radius,
                           state_weights=state_weights)
     return ApcMax(delta=delta, value=value, extra=np.zeros(0), n_lp=n_lp)
