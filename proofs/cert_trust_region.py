@@ -217,6 +217,29 @@ def retraction_margins(u: np.ndarray, n: np.ndarray, states: np.ndarray, radius:
     return before, after, bound
 
 
+def centered_projection_as_written(u: np.ndarray, n: np.ndarray, states: np.ndarray,
+                                   radius: float) -> np.ndarray:
+    """Def D.8 literally, one pair at a time: ``G(u)_a = clip(u_a, T_s (delta - D(s, u)) +
+    |u_a|)`` and ``proj(G(u))_a = G(u)_a - C(G(u))_s`` with ``C`` of eq 74 applied to ``G(u)``
+    (its own clip included), ``C(w)_s = (1/T_s) sum_a n_a clip(w_a, T_s delta -
+    sum_a' (n_a' - [a = a']) |w_a'|)``."""
+    def clip(x: float, b: float) -> float:
+        b = max(b, 0.0)
+        return min(max(x, -b), b)
+
+    out = np.empty_like(u)
+    for s in np.unique(states):
+        idx = [i for i in range(u.shape[0]) if states[i] == s]
+        t_s = sum(n[i] for i in idx)
+        d = sum(n[i] * abs(u[i]) for i in idx) / t_s
+        g = {i: clip(u[i], t_s * (radius - d) + abs(u[i])) for i in idx}
+        c = sum(n[i] * clip(g[i], t_s * radius - sum((n[j] - (i == j)) * abs(g[j])
+                                                     for j in idx)) for i in idx) / t_s
+        for i in idx:
+            out[i] = g[i] - c
+    return out
+
+
 def retraction_strategy():
     """Hypothesis strategy of ``(u, n, states, radius)``: 1-4 states with 1-5 actions,
     integer counts 1-6, ``u`` exactly n-centered per state up to rounding (65), radius in
@@ -244,13 +267,15 @@ def retraction_strategy():
 
 
 @certificate(id="V4", paper_ref="Lemma D.9, Def D.8",
-             statement="the centered APC clip is a retraction, strictly inside when outside",
+             statement="the centered APC clip is Def D.8's projection and a retraction, strictly "
+                       "inside when outside",
              method="property")
 def check_retraction(rng: np.random.Generator, *, max_examples: int = 150,
-                     retract=tr.apc_retract) -> Outcome:
+                     n_written: int = 30, retract=tr.apc_retract) -> Outcome:
     """Hypothesis, seeded from ``rng`` with a fixed example budget: for ``u`` meeting (65),
     ``D(s, proj(G(u))) <= delta`` at every state, and when ``D(s, u) > delta`` the margin
-    ``delta - D(s, proj(G(u)))`` is positive and at least the proof's lower bound."""
+    ``delta - D(s, proj(G(u)))`` is positive and at least the proof's lower bound; and the
+    retraction is Def D.8's centered projection as written (pair by pair, eq 74's ``C``)."""
     from hypothesis import HealthCheck, given, seed, settings
 
     record = {"worst": 0.0, "n": 0, "outside": 0, "min_margin": np.inf, "example": ""}
@@ -267,6 +292,10 @@ def check_retraction(rng: np.random.Generator, *, max_examples: int = 150,
         viol = np.maximum(-margin, 0.0)                               # claim 1
         viol = np.maximum(viol, np.where(outside, bound - margin, 0.0))  # claim 2, quantitative
         viol = np.where(outside & (margin <= 0), np.inf, viol)       # claim 2, strict
+        # Def D.8 as written: the retraction under test is the centered projection itself
+        written = centered_projection_as_written(u, n, states, radius)
+        got = np.asarray(retract(u, n, states, radius=radius))
+        viol = np.append(viol, float(np.max(np.abs(got - written))) / (1 + np.max(np.abs(u))))
         record["n"] += 1
         record["outside"] += int(outside.sum())
         if outside.any():
@@ -281,9 +310,22 @@ def check_retraction(rng: np.random.Generator, *, max_examples: int = 150,
         prop()
     except AssertionError:
         pass
+    # Def D.8 as written on drawn instances too (hypothesis concentrates on boundary cases)
+    written_gap = 0.0
+    for _ in range(n_written):
+        inst = draw_instance(rng, states=(1, 3), actions=(2, 4))
+        radius = float(rng.uniform(0.02, 0.5))
+        u = centered_deviation(rng, inst, scale=3.0 * radius)
+        got = np.asarray(retract(u, inst.n, inst.states, radius=radius))
+        want = centered_projection_as_written(u, inst.n, inst.states, radius)
+        written_gap = max(written_gap, float(np.max(np.abs(got - want))) / (1 + np.max(np.abs(u))))
+    if written_gap > record["worst"]:
+        record["worst"], record["example"] = written_gap, "Def D.8 as written, drawn instances"
     return Outcome(residual=record["worst"], tol=TOL_EXACT,
                    detail=f"{record['n']} hypothesis examples, {record['outside']} states "
-                          f"outside the region; smallest margin there {record['min_margin']:.2e}"
+                          f"outside the region; smallest margin there {record['min_margin']:.2e}; "
+                          f"Def D.8 as written vs the retraction on {n_written} drawn instances: "
+                          f"{written_gap:.1e}"
                           + (f"; worst at {record['example']}" if record["worst"] > 0 else ""))
 
 

@@ -56,7 +56,7 @@ def check_vanishing(rng: np.random.Generator, *, n_instances: int = 8,
     """sympy facts above, then on random instances meeting (65)-(66): ``M <= ||A||_inf`` with
     ``M`` from the LP (D.2), ``delta(APC) <= delta(TRPO)`` (D.11), the cvxpy maximizer has
     ``max_s D(s) <= delta(TRPO)`` (D.12 / B.2); the two-action instance ``A = (1, -1)`` makes
-    D.2 an equality; and ``max_s D(s, Delta*) -> 0`` as ``gamma -> 1`` with ``Delta* = 0`` at 1."""
+    D.2 an equality and puts the cvxpy update exactly at ``delta(TRPO)`` (D.11/D.12 tight); and ``max_s D(s, Delta*) -> 0`` as ``gamma -> 1`` with ``Delta* = 0`` at 1."""
     sym = _symbolic_checks(delta_trpo_fn)
     failed = [k for k, ok in sym.items() if not ok]
     viol, where = -np.inf, ""  # largest relative excess over a bound (negative: inside)
@@ -84,6 +84,14 @@ def check_vanishing(rng: np.random.Generator, *, n_instances: int = 8,
     lp = unit_lp(np.array([1.0, -1.0]), np.array([3.0, 3.0]), np.array([0, 0]))
     tight = abs(float(lp.M_s[0]) / 6.0 - 1.0)
     note("tightness of Lemma D.2", tight)
+    # tightness of Lemmas D.11/D.12: with M = ||A||_inf the cvxpy update sits exactly on the
+    # boundary, max_s D(s) = delta(TRPO), so a wrong radius (too large or too small) shows
+    # here as a gap, not only as a formula mismatch
+    for gamma in (0.3, 0.7, 0.95):
+        ref = reference(np.array([1.0, -1.0]), np.array([3.0, 3.0]), np.array([0, 0]),
+                        gamma=gamma)
+        note(f"tightness of Lemma D.12 at gamma={gamma} (max TV = delta(TRPO))",
+             abs(ref.max_tv / delta_trpo_fn(gamma) - 1.0))
     # Thm 2.1: the update collapses as gamma -> 1 and is exactly 0 at gamma = 1
     inst = draw_instance(rng, states=(2, 3), actions=(2, 3))
     for k in range(1, 7):

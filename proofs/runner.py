@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--only", default=None,
                         help="run only certificates whose id or name contains this text")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--coverage", action="store_true",
+                        help="print the table of the paper's numbered statements and their "
+                             "certificates (docs/theory.md) and exit")
     parser.add_argument("--thorough", action="store_true",
                         help="bigger sizes and more instances (minutes instead of seconds)")
 
@@ -64,15 +67,15 @@ def format_markdown(records, seed: int, seconds: float, thorough: bool = False) 
     verdict: confirmed, harmless or refuted), then every finding and SMT proof with its
     ``detail``."""
     mode = " --thorough" if thorough else ""
-    lines = [f"# `fibration verify --seed {seed}{mode}`", "",
-             f"{sum(r.status == 'pass' for r in records)} pass, "
-             f"{sum(r.status == 'fail' for r in records)} fail, "
-             f"{sum(r.status == 'skip' for r in records)} skip; {seconds:.1f} s in all.", "",
+    counts = (f"{sum(r.status == 'pass' for r in records)} pass, "
+              f"{sum(r.status == 'fail' for r in records)} fail, "
+              f"{sum(r.status == 'skip' for r in records)} skip; {seconds:.1f} s in all.")
+    lines = [f"# `fibration verify --seed {seed}{mode}`", "", counts, "",
              "| id | paper | statement | method | residual | tol | status | time (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
         status = r.verdict or r.status
-        lines.append(f"| {r.id} | {r.paper_ref} | {r.statement} | {r.method} | "
+        lines.append(f"| {r.id} | {r.paper_ref} | {_cell(r.statement)} | {r.method} | "
                      f"{r.residual:.2e} | {r.tol:.0e} | {status} | {r.seconds:.2f} |")
     findings = [r for r in records if r.verdict]
     if findings:
@@ -87,11 +90,21 @@ def format_markdown(records, seed: int, seconds: float, thorough: bool = False) 
     return "\n".join(lines) + "\n"
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a ``|`` (as in ``||A||``) would split the cell."""
+    return text.replace("|", "\\|")
+
+
 def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.coverage:
+        from fibration_theory.proofs.coverage import coverage_markdown
+
+        print(coverage_markdown(), end="")
+        return 0
     start = time.perf_counter()
     records = run_all(args.seed, args.only, progress=not args.no_progress,
                       thorough=args.thorough)

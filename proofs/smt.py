@@ -28,8 +28,12 @@ from fibration_theory.proofs.registry import Outcome
 
 Answer = Literal["unsat", "sat", "unknown"]
 
-#: per-claim solver limit of the default run; ``--thorough`` doubles it
-TIMEOUT_MS = 20_000
+#: per-claim budget of the default run in z3's resource units ("rlimit"), which count solver
+#: work and so do not depend on the machine's load; the hardest default claim (eq 20 at T = 2)
+#: takes about 1.3e7. ``--thorough`` allows ten times more.
+RLIMIT = 60_000_000
+#: a wall-clock backstop per claim (seconds of z3 time are not deterministic; the rlimit is)
+TIMEOUT_MS = 300_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +70,14 @@ def claim(name: str, sizes: str, hypotheses: Sequence[z3.BoolRef], conclusion: z
     return Claim(name, sizes, tuple(hypotheses), conclusion)
 
 
-def decide(c: Claim, timeout_ms: int = TIMEOUT_MS) -> Verdict:
-    """Ask z3 for a counterexample to ``c``: ``unsat`` proves it, ``sat`` refutes it."""
+def decide(c: Claim, rlimit: int | None = None, timeout_ms: int | None = None) -> Verdict:
+    """Ask z3 for a counterexample to ``c``: ``unsat`` proves it, ``sat`` refutes it; past the
+    resource limit ``rlimit`` (default :data:`RLIMIT`) or ``timeout_ms`` it answers
+    ``unknown``."""
     solver = z3.Solver()
-    solver.set("timeout", int(timeout_ms))
+    limit = int(RLIMIT if rlimit is None else rlimit)
+    solver.set("rlimit", limit)
+    solver.set("timeout", int(TIMEOUT_MS if timeout_ms is None else timeout_ms))
     solver.add(*c.hypotheses)
     solver.add(z3.Not(c.conclusion))
     start = time.perf_counter()
@@ -83,7 +91,10 @@ def decide(c: Claim, timeout_ms: int = TIMEOUT_MS) -> Verdict:
         shown = sorted((str(d), _fmt(model[d])) for d in model.decls()
                        if d.arity() == 0 and "!" not in str(d))
         return Verdict(c, "sat", seconds, ", ".join(f"{k}={v}" for k, v in shown))
-    return Verdict(c, "unknown", seconds, solver.reason_unknown())
+    reason = solver.reason_unknown()
+    if reason == "canceled":  # what z3 says when the resource limit is reached
+        reason = f"resource limit {limit:.1e} reached"
+    return Verdict(c, "unknown", seconds, reason)
 
 
 def _fmt(value: z3.ExprRef) -> str:
@@ -115,12 +126,12 @@ def check_pairs(pairs: Sequence[Pair], *, thorough: bool = False) -> Outcome:
     ``detail`` groups the claims by name: the sizes proved, the slowest solver time, and for
     each false variant one counterexample; every unexpected answer is listed in full.
     """
-    timeout = 2 * TIMEOUT_MS if thorough else TIMEOUT_MS
+    rlimit = 10 * RLIMIT if thorough else RLIMIT
     groups: dict[tuple[str, str], list[Verdict]] = {}
     surprises: list[str] = []
     for pair in pairs:
         for c, expect in ((pair.proof, "unsat"), (pair.false, "sat")):
-            v = decide(c, timeout)
+            v = decide(c, rlimit)
             groups.setdefault((c.name, expect), []).append(v)
             if v.answer != expect:
                 surprises.append(describe(v, expect))

@@ -53,19 +53,20 @@ def test_counterexample_really_violates_the_false_claim():
 
 
 def test_timeout_is_a_failure_never_a_pass():
-    """A claim z3 cannot decide in 1 ms is reported as TIMEOUT/unknown and fails the outcome."""
+    """A claim z3 cannot decide within a tiny resource limit is reported as TIMEOUT/unknown and
+    fails the outcome."""
     x = [z3.Real(f"x{i}") for i in range(6)]
     hard = smt.claim("hard polynomial", "6 reals", [sum(v * v for v in x) <= 1],
                      z3.Product(*x) * 1000 <= 1)
-    verdict = smt.decide(hard, timeout_ms=1)
-    assert verdict.answer == "unknown"
+    verdict = smt.decide(hard, rlimit=1000)
+    assert verdict.answer == "unknown" and "resource limit" in verdict.note
     assert "TIMEOUT" in smt.describe(verdict, "unsat")
-    old = smt.TIMEOUT_MS
-    smt.TIMEOUT_MS = 1
+    old = smt.RLIMIT
+    smt.RLIMIT = 1000
     try:
         out = smt.check_pairs([smt.Pair(hard, hard)])
     finally:
-        smt.TIMEOUT_MS = old
+        smt.RLIMIT = old
     assert out.status == "fail" and "TIMEOUT" in out.detail
 
 

@@ -105,6 +105,24 @@ def test_certificate_fails_on_broken_object(case):
     assert rec.status == "fail", f"{case.name} did not notice the broken object: {rec.detail}"
 
 
+def uncentered_retraction(delta, counts, states, *, radius):
+    """G(u) without Def D.8's centering: it meets both claims of Lemma D.9 (the clip alone
+    already lands inside), so only the comparison with Def D.8 as written can catch it."""
+    return tr.apc_clip(delta, counts, states, radius=radius)
+
+
+def test_v4_checks_def_d8_as_written():
+    rec = run(ct.check_retraction, max_examples=60, retract=uncentered_retraction)
+    assert rec.status == "fail", rec.detail
+
+
+def test_v1_broken_radius_caught_by_a_lemma():
+    """A radius twice too large passes every upper bound, but not the tightness of Lemma D.12:
+    the update on A = (1, -1) reaches only half of it."""
+    rec = run(cv.check_vanishing, n_instances=2, delta_trpo_fn=lambda g: (1 - g) / (4 * g))
+    assert rec.status == "fail" and "tightness of Lemma D.12" in rec.detail, rec.detail
+
+
 def test_registered_ids_and_refs():
     mine = {c.id: c for c in load_all().values()
             if c.name.split(".")[0] in ("cert_trust_region", "cert_vanishing", "cert_findings_tr")}
