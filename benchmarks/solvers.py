@@ -1,4 +1,4 @@
-"""Closed-form trust-region solvers against cvxpy (issue 5, items 1-2).
+"""Closed-form trust-region solvers against cvxpy: speed and agreement.
 
 * unit-TV LP (eq 69): ``trust_region.unit_tv_maximizer`` vs ``solve_unit_tv_lp_cvxpy`` (HIGHS);
   agreement of the optimum ``sum_s M(s)``.

@@ -344,3 +344,11 @@ def test_an_objective_in_a_users_module_registers_on_import(tmp_path, monkeypatc
     finally:
         REGISTRY.pop("_user_plain_is", None)
         sys.modules.pop("my_objectives_mod", None)
+
+
+def test_package_docstring_example_runs():
+    """Property: the example in ``fibration_theory.fiberpo``'s docstring runs as written."""
+    import doctest
+
+    result = doctest.testmod(fiberpo, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
