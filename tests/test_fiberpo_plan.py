@@ -352,3 +352,13 @@ def test_package_docstring_example_runs():
 
     result = doctest.testmod(fiberpo, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_losses_cli_names_state_ids_as_batch_data(capsys):
+    from fibration_theory.cli import main
+
+    assert main(["losses", "--params"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    apc = lines[next(k for k, line in enumerate(lines) if line.startswith("apc ")) + 1]
+    assert "delta=0.2" in apc and "batch data: state_ids" in apc and "state_ids=None" not in apc

@@ -17,6 +17,8 @@ def run(args: argparse.Namespace) -> int:
     for name in losses.available():
         print(f"{name.ljust(width)}  {losses.describe(name)}")
         if args.params:
-            params = ", ".join(f"{k}={v!r}" for k, v in get(name).params.items())
-            print(f"{' ' * width}    {params}")
+            entry = get(name)
+            params = ", ".join(f"{k}={v!r}" for k, v in entry.params.items())
+            data = "; batch data: state_ids (compute(..., state_ids=))" if entry.states else ""
+            print(f"{' ' * width}    {params}{data}")
     return 0
