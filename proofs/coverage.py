@@ -49,10 +49,12 @@ STATEMENTS: tuple[Statement, ...] = (
               (T_PTR, T_SMT, T_TIES)),
     Statement("Remark 3.4", 5, "APC-Obj keeps its structure when delta is relaxed to a "
               "hyperparameter", (), (), "interpretive; F5 quantifies r < 0 at a relaxed delta"),
-    Statement("Claim 3.5", 5, "GSPO keeps the average trajectory TV below about sqrt(eps/2)",
-              ("V7",), (T_RGF, T_SIM), "the sampled form is measured in simulations/"),
-    Statement("Remark 3.6", 5, "GSPO's eps = 4e-4 gives delta = sqrt(2e-4) = 0.014", (), (),
-              "open: arithmetic, and F1's factor 2 makes it 2 sqrt(eps/2) in APC units"),
+    Statement("Claim 3.5", 5, "GSPO keeps the average trajectory TV below about sqrt(eps/2); "
+              "sampled, in eq 39's units, sqrt(2 eps) (F1)", ("V7", "F1"),
+              (T_RGF, "tests/test_proofs_claim35.py", T_SIM)),
+    Statement("Remark 3.6", 5, "GSPO's eps = 4e-4 gives delta = sqrt(2e-4) = 0.014 (0.028 in "
+              "eq 39's units)", ("cert_claim35.check_claim_35_sampled",),
+              ("tests/test_proofs_claim35.py",)),
     Statement("Remark 4.1", 6, "terminated trajectories are padded with a null state-action",
               (), (), "convention; the toolkit's masks"),
     Statement("Remark 4.2", 7, "the choice of base space sets the granularity of global "
@@ -84,7 +86,9 @@ STATEMENTS: tuple[Statement, ...] = (
     Statement("Remark 6.3", 18, "depth n = 1 is FBG", ("V14",), (T_FGH,)),
     Statement("Def 6.4", 19, "FiberPO-Domain (eqs 30-33)", ("V10", "F4"), (T_GATE, T_FGH)),
     Statement("Remark 6.5", 19, "a rooted tree of strata instead of a chain", (), (),
-              "open: the hierarchy module supports chains only"),
+              "not supported: a Hierarchy is a chain of nested partitions of the rows, each "
+              "level refining the one above, so two incomparable classifications at the same "
+              "depth (domain and modality) cannot be expressed; eq 26's sum runs over a chain"),
     Statement("Def A.1", 25, "policy-ratio space over sampled state-action pairs", (), (),
               "definition (trust_region._pairs)"),
     Statement("Remark A.2", 25, "augmented pairs (s, a, tau, t) carry extra information", (), (),

@@ -41,7 +41,7 @@ class Outcome:
     def status(self) -> Status:
         if self.skip_reason is not None:
             return "skip"
-        if self.ok is False or not np.isfinite(self.residual) or self.residual > self.tol:
+        if (self.ok is not None and not self.ok) or not np.isfinite(self.residual) or self.residual > self.tol:
             return "fail"
         return "pass"
 
