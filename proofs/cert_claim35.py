@@ -14,7 +14,6 @@ actions from ``pi_old``, and computes eq 39 on the samples (tokens, not probabil
 from __future__ import annotations
 
 import numpy as np
-
 from fibration_theory.proofs.registry import Outcome, certificate
 
 #: eq 39 on finite samples fluctuates around its mean ``2 TV``; with 400 samples per state and

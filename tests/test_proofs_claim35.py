@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fibration_theory.proofs import cert_claim35 as c35
 from fibration_theory.proofs.registry import Outcome
 

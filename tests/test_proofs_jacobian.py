@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from fibration_theory.proofs import cert_fiberpo_jacobian as cj
 
 from fibration_theory import gating
-from fibration_theory.proofs import cert_fiberpo_jacobian as cj
 
 
 def coupled_twice(log_ratio, h, *, c_plus, c_minus, eps):
