@@ -334,3 +334,39 @@ def check_identity_conditions_smt(rng: np.random.Generator, *, thorough: bool = 
     for t in ((2, 3, 4) if thorough else (2,)):
         pairs += near_on_policy_pairs(t)
     return smt.check_pairs(pairs, thorough=thorough)
+
+
+# --- p.19: levels are gated independently -----------------------------------------------------
+
+
+def level_decoupling_pairs() -> list[Pair]:
+    """Eq 31's base weight gates each level's *residual* drift: the domain term reads
+    ``log s_D``, the group term ``log s_g - log s_D``, the trajectory term
+    ``log s_tau - log s_g`` (one sign channel; the other is the same). A drift common to a
+    whole domain (every aggregate below it shifted by ``c``) can push the domain term into
+    rollback or zeroing, and leaves the group and trajectory terms exactly as they were: a
+    violation at one level does not reach the gates of the others (p.19)."""
+    s_d, s_g, s_t, c = z3.Reals("s_D s_g s_tau c")
+    c_d, c_g, c_t, t_d, t_g, t_t = z3.Reals("C_D C_g C_tau T_D T_g T_tau")
+    hyp = [c_d > 0, c_g > 0, c_t > 0, t_d >= 1, t_g >= 1, t_t >= 1]
+    sizes = "symbolic aggregates, shift c, per-level budgets and counts"
+
+    def terms(d, g, t, *, residual=True):
+        g_in, t_in = (g - d, t - g) if residual else (g, t)
+        return (smt.g_agg(d, c_d, t_d), smt.g_agg(g_in, c_g, t_g), smt.g_agg(t_in, c_t, t_t))
+
+    before, after = terms(s_d, s_g, s_t), terms(s_d + c, s_g + c, s_t + c)
+    raw_before = terms(s_d, s_g, s_t, residual=False)
+    raw_after = terms(s_d + c, s_g + c, s_t + c, residual=False)
+    return [Pair(
+        claim("p.19: a domain-wide drift c leaves the group and trajectory gates unchanged",
+              sizes, hyp, z3.And(before[1] == after[1], before[2] == after[2])),
+        claim("the same with levels gating raw aggregates (no residual)", sizes, hyp,
+              z3.And(raw_before[1] == raw_after[1], raw_before[2] == raw_after[2])))]
+
+
+@certificate("V14", "eq 31, Section 6 (p19)",
+             "levels are gated independently: a drift common to a domain (or group) changes "
+             "only its own level's gate in eq 31 (z3, symbolic aggregates and budgets)", "smt")
+def check_level_decoupling_smt(rng: np.random.Generator, *, thorough: bool = False) -> Outcome:
+    return smt.check_pairs(level_decoupling_pairs(), thorough=thorough)

@@ -84,7 +84,10 @@ STATEMENTS: tuple[Statement, ...] = (
     Statement("Def 6.2", 17, "FGH: reflecting kernels and atomic gates at every level "
               "(eqs 21-29)", ("V14",), (T_FGH,)),
     Statement("Remark 6.3", 18, "depth n = 1 is FBG", ("V14",), (T_FGH,)),
-    Statement("Def 6.4", 19, "FiberPO-Domain (eqs 30-33)", ("V10", "F4"), (T_GATE, T_FGH)),
+    Statement("Def 6.4", 19, "FiberPO-Domain (eqs 30-33); p.19: a violation at one level does "
+              "not change the other levels' gates", ("V10", "F4",
+                                                     "cert_smt_gates.check_level_decoupling_smt"),
+              (T_GATE, T_FGH, T_SMT)),
     Statement("Remark 6.5", 19, "a rooted tree of strata instead of a chain", (), (),
               "not supported: a Hierarchy is a chain of nested partitions of the rows, each "
               "level refining the one above, so two incomparable classifications at the same "

@@ -26,6 +26,8 @@ PAIRS = {
     "Props 5.3-5.5 T=2": gates.property_pairs(2),
     "range T=2": gates.range_pairs(2),
     "Thm 4.5 identity": gates.identity_pairs(),
+    "R o G o F near r = 1": gates.near_on_policy_pairs(2),
+    "p.19 level decoupling": gates.level_decoupling_pairs(),
 }
 CASES = [(name, i) for name, pairs in PAIRS.items() for i in range(len(pairs))]
 
