@@ -56,7 +56,8 @@ STATEMENTS: tuple[Statement, ...] = (
               "eq 39's units)", ("cert_claim35.check_claim_35_sampled",),
               ("tests/test_proofs_claim35.py",)),
     Statement("Remark 4.1", 6, "terminated trajectories are padded with a null state-action",
-              (), (), "convention; the toolkit's masks"),
+              ("F8",), ("tests/test_proofs_triviality.py",),
+              "the padding Remark E.2's product structure needs"),
     Statement("Remark 4.2", 7, "the choice of base space sets the granularity of global "
               "control", (), (), "interpretive"),
     Statement("Def 4.3", 7, "FBG: bundle, densities, pushforward, reflecting kernel, atomic "
@@ -133,8 +134,9 @@ STATEMENTS: tuple[Statement, ...] = (
               ("V1", "F1", "F7"), (T_TR, T_SMT, "tests/test_proofs_population.py"),
               "true in sample form; in population form over real policies it fails: F7"),
     Statement("Def E.1", 41, "smooth fiber bundle", (), (), "definition (finite bundles in fbg.py)"),
-    Statement("Remark E.2", 41, "a finite base makes the bundle globally trivial", (), (),
-              "open"),
+    Statement("Remark E.2", 41, "a finite base makes the bundle globally trivial, E = B x F "
+              "(needs equal fibers: Remark 4.1's padding; F8)", ("F8",),
+              ("tests/test_proofs_triviality.py",)),
     Statement("Def E.3", 42, "density on a vector space", (), (), "definition"),
     Statement("Def E.4", 42, "density on a manifold", (), (), "definition"),
     Statement("Remark E.5", 42, "a density defines a local signed measure", (), (),
