@@ -3,12 +3,19 @@
 Each subcommand lives in the module that owns its concept; that module exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Only the invoked subcommand's
 module is imported, so ``fibration --help`` stays fast (no torch, no cvxpy).
+
+Before a command runs, every output path it was given (``--out``, ``--json``,
+``--markdown``) is checked (:func:`fibration_theory.outputs.check_paths`: one line and exit
+status 2 for a path that cannot be written). SIGINT and SIGTERM end the command with one line
+saying what was kept (the module's ``kept(args) -> str`` where it has one) and exit status
+128 + the signal number, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 #: name -> (module path, one-line help)
@@ -58,8 +65,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from fibration_theory.outputs import check_paths
+
+    check_paths(args, args.command)
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
-    return int(module.run(args) or 0)
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt as err:
+        signum = err.args[0] if err.args and isinstance(err.args[0], int) else signal.SIGINT
+        kept = getattr(module, "kept", None)
+        what = kept(args) if callable(kept) else "nothing was written"
+        print(f"fibration {args.command}: stopped by {signal.Signals(signum).name}; {what}",
+              file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so worker pools stop with their parent."""
+    raise KeyboardInterrupt(signum)
 
 
 if __name__ == "__main__":

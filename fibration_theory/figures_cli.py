@@ -58,7 +58,7 @@ def _experiment_figures(from_dir: Path, out: Path | None) -> list[Path] | None:
         print(f"fibration figures: --from {from_dir}: {err}", file=sys.stderr)
         return None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # checked by `fibration` before it ran
         copied = []
         for p in paths:
             target = out / p.name

@@ -15,14 +15,15 @@ import dataclasses
 import json
 import os
 import platform
-import signal
 import sys
 import time
 from pathlib import Path
 
 from fibration_theory.simulations import plan as pl
 from fibration_theory.simulations import summary as sm
-from fibration_theory.simulations.runner import _jsonable, atomic_write_text, load_runs, run_all
+from fibration_theory.outputs import output_folder
+from fibration_theory.simulations.runner import (_jsonable, atomic_write_text, count_runs,
+                                                 load_runs, run_all)
 
 EXPERIMENTS = ("exact", "sequence", "gspo_tv", "depth")
 
@@ -40,14 +41,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def kept(args: argparse.Namespace) -> str:
+    """What a stopped ``fibration reproduce`` leaves behind (printed on SIGINT/SIGTERM)."""
+    return (f"kept {count_runs(args.out)} finished run files under {args.out}; the same "
+            "command resumes from them")
+
+
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.workers <= 2:
         raise SystemExit("--workers must be 1 or 2 (the machine is shared)")
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    # a SIGTERM (kill, nohup'd job stopped) unwinds like Ctrl-C, so the worker pool is
-    # terminated with its parent instead of being orphaned
-    signal.signal(signal.SIGTERM, _terminate)
+    with output_folder(args.out) as out:
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     plan = pl.Plan.quick() if args.quick else pl.Plan.full()
     start = time.perf_counter()
     progress = not args.no_progress
@@ -87,10 +94,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'summary.json'} ({summary['run']['seconds_this_invocation']} s, "
           f"{failed} failed runs)")
     return 1 if failed else 0
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def build_summary(out: Path, plan: pl.Plan, chosen: dict) -> dict:

@@ -3,12 +3,20 @@
 A *run* is one ``(experiment, method, variant, role, seed)`` with its frozen config; the
 experiment module's ``run_one(config, spec) -> RunResult`` computes it. The runner
 
-* skips every run whose file already exists with the same parameters and config (a file
-  exists only once the run finished: it is written to ``NAME.tmp`` and moved into place with
+* skips every run whose file already exists, is complete (every line parses and the last
+  is the ``final`` line) and was made with the same parameters and config (a file exists only
+  once the run finished: it is written to ``NAME.tmp`` and moved into place with
   ``os.replace``, which is atomic on POSIX), so a killed job loses at most the runs in
   flight, and a run whose config changed is redone;
-* runs the rest on at most ``workers`` processes (spawned, ``torch.set_num_threads(1)``),
-  with a tqdm bar of runs done and time left;
+* sets a corrupt or truncated run file aside (renamed ``NAME.corrupt``, with a warning
+  naming it; :func:`fibration_theory.outputs.set_aside`) and recomputes the run;
+* compares configs with the paths inside the results folder written relative to it
+  (:func:`fibration_theory.outputs.relative_to`), so a moved or copied folder is reused; a
+  config with an ``at(root)`` method gets its folder-relative paths resolved only for the
+  run itself;
+* runs the rest on at most ``workers`` processes (spawned, ``threads`` torch threads each,
+  Ctrl-C left to the parent, which stops the pool), with a tqdm bar of runs done and time
+  left;
 * records a failed run in ``errors.jsonl`` and carries on; the run is retried next time.
 
 File layout: ``DIR/runs/EXPERIMENT/METHOD/VARIANT/ROLE-seedSEED.jsonl``; line 1 is the spec
@@ -22,6 +30,7 @@ import importlib
 import json
 import math
 import multiprocessing as mp
+import signal
 import time
 import traceback
 from collections.abc import Iterable, Sequence
@@ -29,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from fibration_theory.atomic import write_text
+from fibration_theory.outputs import relative_to, set_aside
 
 #: experiment name -> module exposing ``run_one(config, spec) -> RunResult``
 EXPERIMENT_MODULES = {
@@ -105,7 +115,7 @@ atomic_write_text = write_text  # one writer for every result file of the toolki
 def write_run(root: Path, spec: RunSpec, config: Any, result: RunResult, seconds: float) -> Path:
     """Write one finished run as JSONL (spec+config, curve lines, final line), atomically."""
     head = {"type": "spec", **_jsonable(dataclasses.asdict(spec)), "params": spec.param_dict,
-            "config": _jsonable(config), "seconds": seconds}
+            "config": relative_to(_jsonable(config), root), "seconds": seconds}
     lines = [json.dumps(head)]
     lines += [json.dumps({"type": "curve", **_jsonable(p)}) for p in result.curve]
     lines.append(json.dumps({"type": "final", **_jsonable(result.final)}))
@@ -114,28 +124,54 @@ def write_run(root: Path, spec: RunSpec, config: Any, result: RunResult, seconds
     return path
 
 
+class IncompleteRunFile(ValueError):
+    """A run file whose lines do not all parse, or whose last line is not the final one."""
+
+
 def read_run(path: Path) -> dict[str, Any]:
-    """``{"spec": {...}, "curve": [...], "final": {...}}`` of one run file."""
-    spec, curve, final = None, [], None
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            rec = _from_json(json.loads(line))
-            kind = rec.pop("type")
-            if kind == "spec":
-                spec = rec
-            elif kind == "curve":
-                curve.append(rec)
-            elif kind == "final":
-                final = rec
-    if spec is None or final is None:
-        raise ValueError(f"path: {path} is not a complete run file")
+    """``{"spec": {...}, "curve": [...], "final": {...}}`` of one run file.
+
+    Raises :class:`IncompleteRunFile` naming ``path`` unless the first line is the spec, every
+    line parses and the last one is the ``final`` line (a truncated file is never read as a
+    finished run)."""
+    spec, curve, final, last = None, [], None, None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = _from_json(json.loads(line))
+                    kind = rec.pop("type")
+                except (ValueError, AttributeError, KeyError) as err:
+                    raise IncompleteRunFile(f"path: {path}: line {n} does not parse "
+                                            f"({type(err).__name__})") from None
+                last = kind
+                if kind == "spec" and spec is None and not curve:
+                    spec = rec
+                elif kind == "curve":
+                    curve.append(rec)
+                elif kind == "final":
+                    final = rec
+    except UnicodeDecodeError:
+        raise IncompleteRunFile(f"path: {path}: not UTF-8 text") from None
+    if spec is None or final is None or last != "final":
+        raise IncompleteRunFile(f"path: {path} is not a complete run file (its last line "
+                                "must be the final one)")
     return {"spec": spec, "curve": curve, "final": final}
 
 
+def _read_or_set_aside(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_run(path)
+    except IncompleteRunFile as err:
+        set_aside(path, str(err).removeprefix(f"path: {path}").lstrip(": ") or "incomplete")
+        return None
+
+
 def load_runs(root: Path, experiment: str, *, role: str | None = None) -> list[dict[str, Any]]:
-    """Every finished run of ``experiment`` under ``root`` (optionally one role)."""
+    """Every finished run of ``experiment`` under ``root`` (optionally one role); a corrupt
+    or truncated file is set aside with a warning (its run is recomputed next time)."""
     base = Path(root) / "runs" / experiment
     if not base.exists():
         return []
@@ -143,29 +179,48 @@ def load_runs(root: Path, experiment: str, *, role: str | None = None) -> list[d
     for path in sorted(base.glob("*/*/*.jsonl")):
         if role is not None and not path.name.startswith(role + "-"):
             continue
-        out.append(read_run(path))
+        run = _read_or_set_aside(path)
+        if run is not None:
+            out.append(run)
     return out
 
 
+def stored_config(config: Any, root: Path) -> Any:
+    """``config`` as a run file holds it: JSON values, paths inside ``root`` relative to it."""
+    return _from_json(relative_to(_jsonable(config), root))
+
+
 def is_done(root: Path, spec: RunSpec, config: Any = None) -> bool:
-    """Is this run on disk, finished, and (when ``config`` is given) made with the same
+    """Is this run on disk, complete, and (when ``config`` is given) made with the same
     parameters and config? A stale file (same name, other parameters) counts as not done
-    and is overwritten, so changing a config never silently reuses old results."""
+    and is overwritten, so changing a config never silently reuses old results; a corrupt
+    or truncated file is set aside (renamed, with a warning) and counts as not done."""
     path = Path(root) / spec.relpath()
     if not path.exists():
         return False
+    run = _read_or_set_aside(path)
+    if run is None:
+        return False
     if config is None:
         return True
-    with open(path, encoding="utf-8") as fh:
-        head = _from_json(json.loads(fh.readline()))
+    head = run["spec"]
     same_params = head.get("params") == _from_json(_jsonable(spec.param_dict))
-    same_config = head.get("config") == _from_json(_jsonable(config))
+    same_config = (stored_config(head.get("config"), root)
+                   == stored_config(config, root))
     return same_params and same_config
 
 
-def _init_worker(threads: int = 1) -> None:
+def count_runs(root: Path) -> int:
+    """Number of run files under ``root/runs`` (what a stopped command keeps)."""
+    base = Path(root) / "runs"
+    return sum(1 for _ in base.glob("*/*/*/*.jsonl")) if base.exists() else 0
+
+
+def _init_worker(threads: int = 1, pool: bool = False) -> None:
     import torch
 
+    if pool:  # Ctrl-C reaches the whole process group: the parent alone handles it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
@@ -173,12 +228,14 @@ def _init_worker(threads: int = 1) -> None:
         pass
 
 
-def _execute(job: tuple[RunSpec, Any]) -> tuple[RunSpec, Any, RunResult | None, float, str]:
-    spec, config = job
+def _execute(job: tuple[RunSpec, Any, Path]
+             ) -> tuple[RunSpec, Any, RunResult | None, float, str]:
+    spec, config, root = job
     start = time.perf_counter()
     try:
         module = importlib.import_module(EXPERIMENT_MODULES[spec.experiment])
-        result = module.run_one(config, spec)
+        at = getattr(config, "at", None)
+        result = module.run_one(at(root) if callable(at) else config, spec)
         return spec, config, result, time.perf_counter() - start, ""
     except Exception:  # noqa: BLE001 - a failed run is recorded, the others go on
         return spec, config, None, time.perf_counter() - start, traceback.format_exc()
@@ -189,7 +246,8 @@ def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2
     """Run every job not already on disk; returns ``{"done", "skipped", "failed"}`` counts.
 
     Jobs are ordered longest-first when the config offers ``cost`` (better packing on two
-    workers). ``workers <= 1`` runs in this process (used by the tests).
+    workers). ``workers <= 1`` runs in this process (used by the tests). Each run uses
+    ``threads`` torch threads.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -201,7 +259,7 @@ def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2
             raise ValueError(f"jobs: duplicate run {spec}")
         seen.add(spec)
         if not is_done(root, spec, config):
-            todo.append((spec, config))
+            todo.append((spec, config, root))
     skipped = len(jobs) - len(todo)
     todo.sort(key=lambda j: -float(getattr(j[1], "cost", 1.0)))
     counts = {"done": 0, "skipped": skipped, "failed": 0}
@@ -216,7 +274,8 @@ def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2
             _handle(root, results, counts, bar)
         else:
             ctx = mp.get_context("spawn")
-            with ctx.Pool(min(workers, len(todo)), initializer=_init_worker) as pool:
+            with ctx.Pool(min(workers, len(todo)), initializer=_init_worker,
+                          initargs=(threads, True)) as pool:
                 _handle(root, pool.imap_unordered(_execute, todo), counts, bar)
     finally:
         bar.close()

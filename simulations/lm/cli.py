@@ -34,7 +34,6 @@ import dataclasses
 import json
 import os
 import platform
-import signal
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,9 @@ from fibration_theory.simulations.lm.warmstart import WarmStartConfig
 from fibration_theory.simulations.methods import GRID_FACTORS, all_methods
 from fibration_theory.simulations.plan import EDGE_FACTORS, choose_factors, factor_name, parse_factor
 from fibration_theory.simulations.plan import edge_scores as plan_edge_scores
-from fibration_theory.simulations.runner import RunSpec, _jsonable, atomic_write_text, load_runs, run_all
+from fibration_theory.outputs import output_folder
+from fibration_theory.simulations.runner import (RunSpec, _jsonable, atomic_write_text,
+                                                 count_runs, load_runs, run_all)
 
 #: the methods compared by default (every key of LM_METHODS)
 DEFAULT_METHODS = tuple(LM_METHODS)
@@ -73,7 +74,8 @@ def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
     """The plan of the module docstring's table; ``epochs``/``minibatches`` override the
     batch reuse (the plan's name then says so, e.g. ``quick-e1m1``, so its runs are kept
     apart)."""
-    ckpt = str((out / "checkpoints").resolve())
+    # paths inside the results folder are stored relative to it (RLConfig.at resolves them)
+    ckpt = "checkpoints"
     if model is not None:
         tasks = TaskSet(("add1", "copy"), "fewshot", shots=3)
         rl = RLConfig(tasks=tasks, source=f"model:{model}", device=device, prompts_per_domain=2,
@@ -94,7 +96,7 @@ def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
             tiny, n_seeds, name = TinyConfig(n_layer=4, n_embd=128), 10, "full"
             rl_kw = {"token_budget": 100_000}
         warm = WarmStartConfig(model=tiny, tasks=tasks)
-        source = f"warm:{(out / 'warmstart').resolve()}"
+        source = "warm:warmstart"
         rl = RLConfig(tasks=tasks, source=source, device=device, checkpoint_dir=ckpt, **rl_kw)
         workers = 1 if device == "cuda" else 2
         n_tune = 1 if quick and device != "cuda" else 2
@@ -195,8 +197,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minibatches", type=int, default=None,
                         help="minibatches per pass (plan default 2); --epochs 1 --minibatches 1 "
                              "is purely on-policy")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: the CPUs this process may use); "
+                             "the warm start uses all of them, the runs share them out over "
+                             "the workers")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def thread_plan(threads: int | None, workers: int) -> tuple[int, int]:
+    """``(warm-start threads, threads per run)`` from ``--threads`` (default: the CPUs this
+    process may run on): the warm start runs alone and uses them all, the ``workers`` runs
+    split them (at least one each)."""
+    if threads is None:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            threads = os.cpu_count() or 1
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return threads, max(1, threads // workers)
+
+
+def kept(args: argparse.Namespace) -> str:
+    """What a stopped ``fibration lm`` leaves behind (the line printed on SIGINT/SIGTERM)."""
+    out = Path(args.out)
+    ckpts = len(list((out / "checkpoints").glob("*.pt"))) if (out / "checkpoints").is_dir() else 0
+    warm = "a warm-start checkpoint, " if (out / "warmstart.ckpt").exists() else ""
+    return (f"kept {count_runs(out)} finished run files, {warm}{ckpts} run checkpoints "
+            f"under {out}; the same command resumes from them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,12 +239,11 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--device cuda: no CUDA device is visible to torch "
                          f"(torch {torch.__version__}); use --device cpu")
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _terminate)
     try:
         plan = make_plan(quick=args.quick, device=args.device, model=args.model, out=out,
                          methods=tuple(args.methods), seeds=args.seeds, epochs=args.epochs,
                          minibatches=args.minibatches)
+        warm_threads, threads = thread_plan(args.threads, plan.workers)
     except ValueError as err:
         raise SystemExit(str(err)) from None
     if args.model is not None:
@@ -225,6 +253,14 @@ def run(args: argparse.Namespace) -> int:
             resolve_checkpoint(args.model)
         except ValueError as err:
             raise SystemExit(str(err)) from None
+    with output_folder(out):
+        return _run(args, out, plan, warm_threads, threads)
+
+
+def _run(args: argparse.Namespace, out: Path, plan: LMPlan, warm_threads: int,
+         threads: int) -> int:
+    import torch
+
     start = time.perf_counter()
     progress = not args.no_progress
     atomic_write_text(out / "plan.json", json.dumps(_jsonable(dataclasses.asdict(plan)),
@@ -232,9 +268,8 @@ def run(args: argparse.Namespace) -> int:
     if plan.warm is not None:
         from fibration_theory.simulations.lm.warmstart import ensure_warm_start
 
-        torch.set_num_threads(os.cpu_count() or 1)  # the warm start runs alone
+        torch.set_num_threads(warm_threads)  # the warm start runs alone
         ensure_warm_start(plan.warm, out, args.device, progress)
-    threads = os.cpu_count() or 1
     chosen: dict = {}
     failed = 0
     if plan.tune_seeds:
@@ -274,7 +309,3 @@ def _device_name(device: str) -> str:
     if device == "cuda":
         return f"cuda: {torch.cuda.get_device_name(0)}"
     return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")

@@ -33,6 +33,7 @@ import torch
 
 from fibration_theory import gating, losses
 from fibration_theory.hierarchy import Hierarchy
+from fibration_theory.outputs import relative_to, resolve_under, set_aside
 from fibration_theory.simulations.lm.evaluation import domain_means, evaluate, rollout
 from fibration_theory.simulations.lm.sampling import Rollout, token_log_probs
 from fibration_theory.simulations.lm.tasks import Problem, TaskSet
@@ -53,7 +54,8 @@ class RLConfig:
     """One RL run (the policy comes from ``source``, see :func:`load_policy`)."""
 
     tasks: TaskSet
-    #: ``warm:<folder>`` (a warm start of :mod:`.warmstart`) or ``model:<path>``
+    #: ``warm:<folder>`` (a warm start of :mod:`.warmstart`; relative: inside the results
+    #: folder) or ``model:<path>``
     source: str
     device: str = "cpu"
     prompts_per_domain: int = 4
@@ -70,12 +72,20 @@ class RLConfig:
     eval_samples: int = 2
     #: updates between checkpoints (0: never)
     checkpoint_every: int = 10
-    #: folder of the per-run checkpoints
+    #: folder of the per-run checkpoints (relative: inside the results folder)
     checkpoint_dir: str = ""
 
     @property
     def cost(self) -> float:
         return self.token_budget / 1e4
+
+    def at(self, root: str | os.PathLike) -> RLConfig:
+        """This config with the warm start and checkpoint folders resolved under ``root``
+        (the results folder; what the runner hands to :func:`run_one`)."""
+        kind, _, where = self.source.partition(":")
+        source = f"warm:{resolve_under(where, root)}" if kind == "warm" else self.source
+        ckpt = str(resolve_under(self.checkpoint_dir, root)) if self.checkpoint_dir else ""
+        return dataclasses.replace(self, source=source, checkpoint_dir=ckpt)
 
 
 def batch_hierarchy(problems: list[Problem], group: Tensor, mask: Tensor) -> Hierarchy:
@@ -137,8 +147,11 @@ def train(cfg: RLConfig, method: Method, params: dict[str, Any], seed: int, *,
                         max_new=cfg.max_new, seed=10_000 * seed + update)
 
     # a checkpoint resumes only the run that wrote it: same config, method, parameters, seed
-    identity = {"config": dataclasses.asdict(cfg), "loss": method.loss, "params": params,
-                "seed": seed}
+    # (paths inside the results folder relative to it, so a moved folder resumes too)
+    config = dataclasses.asdict(cfg)
+    if checkpoint is not None:
+        config = relative_to(config, Path(checkpoint).parent.parent)
+    identity = {"config": config, "loss": method.loss, "params": params, "seed": seed}
     state = _load_checkpoint(checkpoint, model, opt, rng, gen, identity)
     if state is None:
         curve = [{"update": 0, "tokens": 0, **evaluation(0)}]
@@ -247,10 +260,19 @@ def _save_checkpoint(path: Path, model: Any, opt: torch.optim.Optimizer,
 def _load_checkpoint(path: Path | None, model: Any, opt: torch.optim.Optimizer,
                      rng: np.random.Generator, gen: torch.Generator,
                      identity: dict[str, Any]) -> dict[str, Any] | None:
-    """Restore the run from ``path`` when it holds a checkpoint of the same run."""
+    """Restore the run from ``path`` when it holds a checkpoint of the same run; a checkpoint
+    that does not load is set aside (renamed, with a warning) and the run starts afresh."""
     if path is None or not path.exists():
         return None
-    state = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
+    try:
+        state = torch.load(path, map_location=next(model.parameters()).device,
+                           weights_only=False)
+        if not isinstance(state, dict):
+            raise TypeError(f"holds a {type(state).__name__}, not a checkpoint")
+    except Exception as err:  # noqa: BLE001 - any unreadable file: restart, keep the file
+        set_aside(path, f"checkpoint does not load ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}); the run restarts")
+        return None
     if state.get("identity") != identity:  # another config (or code) wrote it: start afresh
         return None
     model.load_state_dict(state["model"])

@@ -12,12 +12,18 @@ at or above ``band[0]`` (or at ``max_steps``); the measured success per domain i
 that solves some problems of every domain and fails others (the issue asks for 20-60%). The model, its tokenizer and ``meta.json`` (config and
 measured success) are written to ``DIR/warmstart``; ``meta.json`` is written last, so its
 presence with the same config means the warm start is reused, by every method and seed.
+
+Training is checkpointed at every check (``DIR/warmstart.ckpt``: model, optimizer, random
+stream, pacing and history, replaced atomically), so a killed warm start continues from its
+last check and ends exactly where an uninterrupted one would; a checkpoint that does not
+load is set aside (renamed, with a warning) and training starts afresh.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +33,7 @@ import numpy as np
 import torch
 
 from fibration_theory.atomic import write_text
+from fibration_theory.outputs import set_aside
 from fibration_theory.simulations.lm import models
 from fibration_theory.simulations.lm.codec import CharCodec
 from fibration_theory.simulations.lm.evaluation import evaluate
@@ -73,9 +80,10 @@ def _sft_loss(model: Any, codec: CharCodec, tasks: TaskSet, problems, device) ->
     return -lp.sum() / mask.sum()
 
 
-def train_warm_start(cfg: WarmStartConfig, device: str = "cpu", progress: bool = True
-                     ) -> tuple[Any, CharCodec, dict[str, Any]]:
-    """Train the from-scratch model; returns ``(model, codec, record)``."""
+def train_warm_start(cfg: WarmStartConfig, device: str = "cpu", progress: bool = True,
+                     checkpoint: Path | None = None) -> tuple[Any, CharCodec, dict[str, Any]]:
+    """Train the from-scratch model; returns ``(model, codec, record)``. With ``checkpoint``
+    the state is saved there at every check and training resumes from it."""
     codec = CharCodec()
     model = models.build_tiny(cfg.model, codec.vocab_size, codec.pad_id, codec.eos_id,
                               cfg.seed).to(device).eval()
@@ -84,10 +92,16 @@ def train_warm_start(cfg: WarmStartConfig, device: str = "cpu", progress: bool =
     checks = cfg.tasks.draw(np.random.default_rng(7_919), cfg.check_per_domain, "eval")
     lo, hi = cfg.band
     share = np.ones(len(cfg.tasks.domains))
-    history, start, step, inside = [], time.perf_counter(), 0, False
+    history, start, step, inside, before = [], time.perf_counter(), 0, False, 0.0
+    identity = _jsonable(dataclasses.asdict(cfg))
+    state = _load_checkpoint(checkpoint, identity, model, opt, rng, device)
+    if state is not None:
+        share, history, step, before = (np.asarray(state["share"]), state["history"],
+                                        state["step"], state["seconds"])
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.max_steps, desc="warm start", disable=not progress, leave=False)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="warm start", disable=not progress,
+               leave=False)
     while step < cfg.max_steps and not inside:
         counts = rng.multinomial(cfg.batch_size, share / share.sum())
         loss = _sft_loss(model, codec, cfg.tasks, cfg.tasks.draw(rng, counts, "train"), device)
@@ -104,10 +118,45 @@ def train_warm_start(cfg: WarmStartConfig, device: str = "cpu", progress: bool =
             inside = bool((s >= lo).all())
             history.append({"step": step, "loss": float(loss.detach()), **res})
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", success=f"{res['reward']:.2f}")
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, {
+                    "identity": identity, "model": model.state_dict(), "opt": opt.state_dict(),
+                    "rng": rng.bit_generator.state, "share": share.tolist(),
+                    "history": history, "step": step,
+                    "seconds": before + time.perf_counter() - start})
     bar.close()
-    record = {"steps": step, "seconds": round(time.perf_counter() - start, 1),
+    record = {"steps": step, "seconds": round(before + time.perf_counter() - start, 1),
               "history": history, "reached_band": inside}
     return model, codec, record
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path | None, identity: Any, model: Any, opt: torch.optim.Optimizer,
+                     rng: np.random.Generator, device: str) -> dict[str, Any] | None:
+    """The saved state of the same warm start (model, optimizer and stream restored), or
+    None; an unreadable checkpoint is set aside with a warning."""
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        if not isinstance(state, dict):
+            raise TypeError(f"holds a {type(state).__name__}, not a checkpoint")
+    except Exception as err:  # noqa: BLE001 - any unreadable file: restart, keep the file
+        set_aside(path, f"warm-start checkpoint does not load ({type(err).__name__}); "
+                        "training starts afresh")
+        return None
+    if state.get("identity") != identity:  # another config wrote it: start afresh
+        return None
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    rng.bit_generator.state = state["rng"]
+    return state
 
 
 def ensure_warm_start(cfg: WarmStartConfig, out: Path, device: str = "cpu",
@@ -121,7 +170,8 @@ def ensure_warm_start(cfg: WarmStartConfig, out: Path, device: str = "cpu",
         if meta.get("config") == config:
             return folder
         shutil.rmtree(folder)  # another config: redo rather than reuse silently
-    model, codec, record = train_warm_start(cfg, device, progress)
+    ckpt = Path(out) / "warmstart.ckpt"
+    model, codec, record = train_warm_start(cfg, device, progress, checkpoint=ckpt)
     tmp = folder.with_name("warmstart.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -131,6 +181,7 @@ def ensure_warm_start(cfg: WarmStartConfig, out: Path, device: str = "cpu",
         shutil.rmtree(folder)
     tmp.rename(folder)
     write_text(meta_path, json.dumps({"config": config, **record}, indent=1))
+    ckpt.unlink(missing_ok=True)  # the warm start itself now holds what it computed
     return folder
 
 
