@@ -21,9 +21,15 @@ from pathlib import Path
 
 from fibration_theory.simulations import plan as pl
 from fibration_theory.simulations import summary as sm
+from fibration_theory.simulations.runner import (
+    _jsonable,
+    atomic_write_text,
+    count_runs,
+    load_runs,
+    run_all,
+)
+
 from fibration_theory.outputs import output_folder
-from fibration_theory.simulations.runner import (_jsonable, atomic_write_text, count_runs,
-                                                 load_runs, run_all)
 
 EXPERIMENTS = ("exact", "sequence", "gspo_tv", "depth")
 

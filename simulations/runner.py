@@ -274,8 +274,15 @@ def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2
             _handle(root, results, counts, bar)
         else:
             ctx = mp.get_context("spawn")
-            with ctx.Pool(min(workers, len(todo)), initializer=_init_worker,
-                          initargs=(threads, True)) as pool:
+            # the workers start with Ctrl-C ignored (inherited), so a Ctrl-C while they start
+            # up cannot print their tracebacks; the parent handles it and stops the pool
+            handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                pool = ctx.Pool(min(workers, len(todo)), initializer=_init_worker,
+                                initargs=(threads, True))
+            finally:
+                signal.signal(signal.SIGINT, handler)
+            with pool:
                 _handle(root, pool.imap_unordered(_execute, todo), counts, bar)
     finally:
         bar.close()

@@ -12,9 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fibration_theory.simulations import runner as rn
 
 from fibration_theory.outputs import SetAsideWarning, relative_to, resolve_under
-from fibration_theory.simulations import runner as rn
 
 CALLS: list[int] = []
 

@@ -12,13 +12,14 @@ import torch
 
 pytest.importorskip("transformers", reason="the lm extra (transformers) is not installed")
 
-from fibration_theory import cli
-from fibration_theory.outputs import SetAsideWarning
 from fibration_theory.simulations.lm import cli as lm_cli
 from fibration_theory.simulations.lm import models
 from fibration_theory.simulations.lm import rl as lm_rl
 from fibration_theory.simulations.lm import warmstart as ws
 from fibration_theory.simulations.lm.tasks import TaskSet
+
+from fibration_theory import cli
+from fibration_theory.outputs import SetAsideWarning
 
 TINY = models.TinyConfig(n_layer=1, n_embd=16, n_head=2, n_positions=24)
 #: a band no tiny model reaches, so training runs all ``max_steps``
@@ -133,8 +134,8 @@ def test_the_warm_start_follows_threads_and_a_stop_says_what_was_kept(tmp_path, 
         torch.set_num_threads(before)
     assert seen == [1]
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"fibration lm: stopped by SIGINT; kept 0 finished run files, 0 run "
-                   f"checkpoints under {out}; the same command resumes from them"]
+    assert err == [(f"fibration lm: stopped by SIGINT; kept 0 finished run files, 0 run "
+                    f"checkpoints under {out}; the same command resumes from them")]
     with pytest.raises(SystemExit, match="threads"):
         cli.main(["lm", "--quick", "--threads", "0", "--out", str(tmp_path / "none")])
     assert not (tmp_path / "none").exists()

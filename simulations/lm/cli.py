@@ -43,11 +43,23 @@ from fibration_theory.simulations.lm.rl import LM_METHODS, RLConfig
 from fibration_theory.simulations.lm.tasks import TaskSet
 from fibration_theory.simulations.lm.warmstart import WarmStartConfig
 from fibration_theory.simulations.methods import GRID_FACTORS, all_methods
-from fibration_theory.simulations.plan import EDGE_FACTORS, choose_factors, factor_name, parse_factor
+from fibration_theory.simulations.plan import (
+    EDGE_FACTORS,
+    choose_factors,
+    factor_name,
+    parse_factor,
+)
 from fibration_theory.simulations.plan import edge_scores as plan_edge_scores
+from fibration_theory.simulations.runner import (
+    RunSpec,
+    _jsonable,
+    atomic_write_text,
+    count_runs,
+    load_runs,
+    run_all,
+)
+
 from fibration_theory.outputs import output_folder
-from fibration_theory.simulations.runner import (RunSpec, _jsonable, atomic_write_text,
-                                                 count_runs, load_runs, run_all)
 
 #: the methods compared by default (every key of LM_METHODS)
 DEFAULT_METHODS = tuple(LM_METHODS)

@@ -30,16 +30,16 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from fibration_theory import gating, losses
-from fibration_theory.hierarchy import Hierarchy
-from fibration_theory.outputs import relative_to, resolve_under, set_aside
 from fibration_theory.simulations.lm.evaluation import domain_means, evaluate, rollout
 from fibration_theory.simulations.lm.sampling import Rollout, token_log_probs
 from fibration_theory.simulations.lm.tasks import Problem, TaskSet
 from fibration_theory.simulations.methods import Method, all_methods
 from fibration_theory.simulations.runner import RunResult, RunSpec
 from fibration_theory.simulations.token_efficiency import Tally, gate_for, level_tv
+
+from fibration_theory import gating, losses
+from fibration_theory.hierarchy import Hierarchy
+from fibration_theory.outputs import relative_to, resolve_under, set_aside
 
 Tensor = torch.Tensor
 

@@ -31,15 +31,15 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from fibration_theory.atomic import write_text
-from fibration_theory.outputs import set_aside
 from fibration_theory.simulations.lm import models
 from fibration_theory.simulations.lm.codec import CharCodec
 from fibration_theory.simulations.lm.evaluation import evaluate
 from fibration_theory.simulations.lm.sampling import left_pad, token_log_probs
 from fibration_theory.simulations.lm.tasks import TaskSet
 from fibration_theory.simulations.runner import _jsonable
+
+from fibration_theory.atomic import write_text
+from fibration_theory.outputs import set_aside
 
 
 @dataclasses.dataclass(frozen=True)
