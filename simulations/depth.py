@@ -36,6 +36,7 @@ from fibration_theory.hierarchy import Hierarchy
 from fibration_theory.simulations import sequence_task as st
 from fibration_theory.simulations.methods import all_methods
 from fibration_theory.simulations.runner import RunResult, RunSpec
+from fibration_theory.simulations.streams import torch_generator
 from fibration_theory.simulations.token_efficiency import SeqConfig, level_ids, train
 
 #: repeats x calls of the loss timing; the best repeat is kept (the least disturbed one)
@@ -90,7 +91,7 @@ def loss_cost_ms(seq: SeqConfig, params: dict[str, Any], seed: int) -> float:
     gate has work to do.
     """
     task = st.SequenceTask(seq.task, seed)
-    gen = torch.Generator().manual_seed(seed + 99)
+    gen = torch_generator("depth/timing", seed)
     prompts = torch.arange(task.n_prompts).repeat_interleave(seq.group_size)
     ro = st.sample(task, task.init_logits, prompts, gen)
     old = st.token_log_probs(task.init_logits, ro)

@@ -32,6 +32,7 @@ from fibration_theory.hierarchy import Hierarchy
 from fibration_theory.trust_region import delta_trpo, solve_tv_trpo
 from fibration_theory.simulations import tabular_mdp as tm
 from fibration_theory.simulations.runner import RunResult, RunSpec
+from fibration_theory.simulations.streams import numpy_rng
 
 Array = np.ndarray
 
@@ -82,7 +83,7 @@ class ExactConfig:
 
 def make_env(cfg: ExactConfig, seed: int) -> tm.TabularMDP:
     """The environment of ``seed`` (the same for every method: paired comparisons)."""
-    rng = np.random.default_rng(7919 * seed + 3)
+    rng = numpy_rng("exact/env", seed)
     if cfg.env == "bandit":
         return tm.bandit(rng.uniform(0.0, 1.0, size=cfg.n_actions), cfg.gamma)
     if cfg.env == "mdp":
@@ -143,7 +144,7 @@ def sample_tv(pi_new: Array, pi_old: Array, table: tm.SampleTable) -> float:
 def run_method(cfg: ExactConfig, method: str, seed: int) -> RunResult:
     """Policy iteration of ``method`` on the environment of ``seed``."""
     mdp = make_env(cfg, seed)
-    rng = np.random.default_rng(104_729 * seed + 17)
+    rng = numpy_rng("exact/run", seed)
     j_star, _ = tm.optimal_value(mdp)
     pi = np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)
     j0 = tm.expected_return(mdp, pi)

@@ -18,57 +18,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fibration_theory.simulations import stats
+from fibration_theory.simulations.plots import band_plot, method_color
+from fibration_theory.simulations.plots import ci_bars as _ci_bars
+from fibration_theory.simulations.plots import group_runs as _group
+from fibration_theory.simulations.plots import rng as _rng
+from fibration_theory.simulations.plots import save as save_figure
 from fibration_theory.simulations.runner import load_runs
 
 Runs = list[dict[str, Any]]
 
-#: fixed colours so a method looks the same in every figure
-COLORS = {
-    "fiberpo": "#d62728", "fiberpo_domain": "#ff7f0e", "fiberpo_domain_levels": "#8c564b",
-    "grpo": "#1f77b4", "dapo": "#17becf", "gspo": "#2ca02c", "ppo_clip": "#9467bd",
-    "cispo": "#e377c2", "gmpo": "#7f7f7f", "apc": "#bcbd22",
-    "tv_trpo": "#000000", "apc_relaxed": "#bcbd22",
-}
 EXACT_ORDER = ("tv_trpo", "apc", "apc_relaxed", "ppo_clip", "grpo", "gspo", "fiberpo")
-
-
-def _rng(tag: str) -> np.random.Generator:
-    return np.random.default_rng(sum(map(ord, tag)))
-
-
-def method_color(name: str, k: int) -> str:
-    return COLORS.get(name, plt.cm.tab20(k % 20))
-
-
-def _group(runs: Runs, key: str = "method") -> dict[str, Runs]:
-    out: dict[str, Runs] = {}
-    for r in runs:
-        out.setdefault(str(r["spec"][key]), []).append(r)
-    return out
-
-
-def band_plot(ax, x, curves, label, color, tag):
-    center, lo, hi = stats.curve_band(np.asarray(curves), rng=_rng(tag))
-    ax.plot(x, center, color=color, label=label, lw=1.6)
-    ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
-
-
-def _ci_bars(ax, names, runs_by, value, *, horizontal=True, tag="bars", ref=None):
-    """Median with 95% CI per name, as horizontal bars."""
-    meds, los, his = [], [], []
-    for n in names:
-        est = stats.bootstrap_ci([value(r) for r in runs_by[n]], "median", rng=_rng(tag + n))
-        meds.append(est.point)
-        los.append(est.point - est.low)
-        his.append(est.high - est.point)
-    pos = np.arange(len(names))
-    colors = [method_color(n, k) for k, n in enumerate(names)]
-    ax.barh(pos, meds, xerr=[los, his], color=colors, alpha=0.85, capsize=3)
-    ax.set_yticks(pos, names)
-    ax.invert_yaxis()
-    if ref is not None:
-        ax.axvline(ref, color="k", ls="--", lw=1)
-    return meds
 
 
 # ---------------------------------------------------------------- exact settings
@@ -371,11 +330,7 @@ def make_figures(results_dir) -> list[Path]:
     made: list[Path] = []
 
     def save(name, fig_axes):
-        fig = fig_axes[0]
-        path = out_dir / name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        made.append(path)
+        made.append(save_figure(fig_axes[0], out_dir / name))
 
     exact = load_runs(root, "exact", role="eval")
     if exact:

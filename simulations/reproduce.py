@@ -1,9 +1,10 @@
 """``fibration reproduce [--quick] --out DIR``: run every experiment, write the summary.
 
-Stages: (1) tuning runs of the sequence study, (2) the choice of each method's grid factor
-(``DIR/tuning.json``) and, for a choice on the edge of the grid, two factors beyond it on the
-same tuning seeds (reported, never chosen), (3) evaluation runs of every experiment, (4) ``DIR/summary.json``
-and (5) the figures (``DIR/figures/*.png``, made from the run files by
+Stages (the protocol of :mod:`fibration_theory.simulations.protocol`, shared with
+``fibration lm``): (1) tuning runs of the sequence study, (2) the choice of each method's grid
+factor (``DIR/tuning.json``) and, for a choice on the edge of the grid, two factors beyond it
+on the same tuning seeds (reported, never chosen), (3) evaluation runs of every experiment,
+(4) ``DIR/summary.json`` and (5) the figures (``DIR/figures/*.png``, made from the run files by
 :func:`fibration_theory.simulations.figures.make_figures`). Every finished run is a file under ``DIR/runs``;
 rerunning the command skips them, so a killed reproduction resumes where it stopped.
 """
@@ -12,22 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 from fibration_theory.simulations import plan as pl
+from fibration_theory.simulations import protocol as pr
 from fibration_theory.simulations import summary as sm
-from fibration_theory.simulations.runner import (
-    _jsonable,
-    atomic_write_text,
-    count_runs,
-    load_runs,
-    run_all,
-)
+from fibration_theory.simulations.runner import _jsonable, count_runs, load_runs
 
 from fibration_theory.outputs import output_folder
 
@@ -63,43 +55,21 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, out: Path) -> int:
     plan = pl.Plan.quick() if args.quick else pl.Plan.full()
     start = time.perf_counter()
-    progress = not args.no_progress
-    atomic_write_text(out / "plan.json", json.dumps(_jsonable(dataclasses.asdict(plan)),
-                                                    indent=1))
-    failed = 0
-
-    chosen: dict = {}
-    if {"sequence", "depth"} & set(args.only):
-        counts = run_all(out, pl.tuning_jobs(plan), workers=args.workers, desc="tuning",
-                         progress=progress)
-        failed += counts["failed"]
-        chosen = pl.choose_factors(load_runs(out, "sequence", role="tune"))
-        atomic_write_text(out / "tuning.json", json.dumps(chosen, indent=1, sort_keys=True))
-        counts = run_all(out, pl.edge_jobs(plan, chosen), workers=args.workers,
-                         desc="grid-edge check", progress=progress)
-        failed += counts["failed"]
-
-    jobs = pl.eval_jobs(plan, chosen, args.only)
-    counts = run_all(out, jobs, workers=args.workers, desc="evaluation", progress=progress)
-    failed += counts["failed"]
-
+    pr.write_json(out / "plan.json", dataclasses.asdict(plan))
+    tuned = {"sequence", "depth"} & set(args.only)
+    chosen, failed = pr.run_protocol(
+        out, pl.study(plan) if tuned else None,
+        lambda chosen: pl.eval_jobs(plan, chosen, args.only),
+        workers=args.workers, progress=not args.no_progress)
     summary = build_summary(out, plan, chosen)
-    summary["run"] = {
-        "quick": bool(args.quick), "workers": args.workers, "experiments": list(args.only),
-        "seconds_this_invocation": round(time.perf_counter() - start, 1),
-        "failed_runs": failed, "python": sys.version.split()[0], "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-    }
+    summary["run"] = pr.run_record(failed, start, quick=bool(args.quick),
+                                   workers=args.workers, experiments=list(args.only))
     if not args.no_figures:
         from fibration_theory.simulations.figures import make_figures
 
         paths = make_figures(out)
         summary["figures"] = [str(p.relative_to(out)) for p in paths]
-    summary["run"]["seconds_this_invocation"] = round(time.perf_counter() - start, 1)
-    atomic_write_text(out / "summary.json", json.dumps(_jsonable(summary), indent=1))
-    print(f"wrote {out / 'summary.json'} ({summary['run']['seconds_this_invocation']} s, "
-          f"{failed} failed runs)")
-    return 1 if failed else 0
+    return pr.finish(out, summary, failed, start)
 
 
 def build_summary(out: Path, plan: pl.Plan, chosen: dict) -> dict:
@@ -117,6 +87,6 @@ def build_summary(out: Path, plan: pl.Plan, chosen: dict) -> dict:
     depth = load_runs(out, "depth", role="eval")
     if depth:
         experiments.update(sm.depth_tables(depth, plan.seq.token_budget))
-    edge = pl.edge_scores(load_runs(out, "sequence", role="edge"), chosen)
+    edge = pr.edge_scores(load_runs(out, "sequence", role="edge"), chosen)
     return {"experiments": experiments, "figures": [], "tuning": chosen, "tuning_edge": edge,
             "plan": _jsonable(dataclasses.asdict(plan))}

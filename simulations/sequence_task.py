@@ -38,6 +38,8 @@ import math
 
 import torch
 
+from fibration_theory.simulations.streams import torch_generator
+
 Tensor = torch.Tensor
 
 
@@ -97,7 +99,7 @@ class SequenceTask:
         for name in ("subdomain_variation", "prompt_variation"):
             if not 0 <= getattr(cfg, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch_generator("sequence/task", seed)
         self.cfg = cfg
         self.vocab = cfg.vocab
         lengths, tols, doms, subs, p0 = [], [], [], [], []

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fibration_theory.simulations import stats
+from fibration_theory.simulations.streams import numpy_rng
 
 Runs = list[dict[str, Any]]
 
@@ -24,15 +25,7 @@ REFERENCE = "grpo"
 
 def _rng(name: str) -> np.random.Generator:
     # one fixed stream per table, so a table's intervals do not depend on the others
-    return np.random.default_rng(abs(hash_name(name)) % (2**32))
-
-
-def hash_name(name: str) -> int:
-    """A stable (process-independent) hash of a table name."""
-    h = 2166136261
-    for ch in name.encode():
-        h = ((h ^ ch) * 16777619) % (2**32)
-    return h
+    return numpy_rng(name)
 
 
 def by_method(runs: Runs, key: Callable[[dict[str, Any]], str] | None = None

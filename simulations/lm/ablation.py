@@ -28,6 +28,7 @@ import numpy as np
 from fibration_theory.simulations import stats
 from fibration_theory.simulations.lm.cli import make_plan, run_spec
 from fibration_theory.simulations.runner import atomic_write_text, load_runs, run_all
+from fibration_theory.simulations.streams import numpy_rng
 
 WIDE = 10.0
 ABLATIONS: dict[str, tuple[str, dict[str, float]]] = {
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"--out {args.out}` first")
     run_all(args.out, list(jobs(args.out, args.seeds)), workers=2, desc="ablations")
     runs = load_runs(args.out, "lm", role="eval")
-    rng = np.random.default_rng(0)
+    rng = numpy_rng("ablation/table")
     table = {}
     for name in ABLATIONS:
         rs = [r for r in runs if r["spec"]["variant"] == f"ablation-{name}"]

@@ -7,7 +7,8 @@ pretrained checkpoint prompted few-shot. Every finished (method, seed) run is a 
 ``DIR/runs/lm``; an unfinished one resumes from ``DIR/checkpoints``; rerunning the command
 skips what is done.
 
-Protocol (as in ``fibration reproduce``): every method gets the same grid
+Protocol (:mod:`fibration_theory.simulations.protocol`, as in ``fibration reproduce``): every
+method gets the same grid
 (:data:`fibration_theory.simulations.methods.GRID_FACTORS` times its clip or budget parameters) on tuning
 seeds 1000, 1001, ...; the factor with the highest mean held-out reward over the run
 (``auc_reward``) is chosen (``DIR/tuning.json``); a choice on the edge of the grid also gets
@@ -31,33 +32,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
+from fibration_theory.simulations import protocol as pr
 from fibration_theory.simulations.lm.models import TinyConfig, require_transformers
 from fibration_theory.simulations.lm.rl import LM_METHODS, RLConfig
 from fibration_theory.simulations.lm.tasks import TaskSet
 from fibration_theory.simulations.lm.warmstart import WarmStartConfig
-from fibration_theory.simulations.methods import GRID_FACTORS, all_methods
-from fibration_theory.simulations.plan import (
-    EDGE_FACTORS,
-    choose_factors,
-    factor_name,
-    parse_factor,
-)
-from fibration_theory.simulations.plan import edge_scores as plan_edge_scores
-from fibration_theory.simulations.runner import (
-    RunSpec,
-    _jsonable,
-    atomic_write_text,
-    count_runs,
-    load_runs,
-    run_all,
-)
+from fibration_theory.simulations.methods import GRID_FACTORS
+from fibration_theory.simulations.runner import RunSpec, count_runs, load_runs
 
 from fibration_theory.outputs import output_folder
 
@@ -127,47 +114,46 @@ def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
             raise ValueError(f"seeds must be >= 1, got {seeds}")
         n_seeds = seeds
     return LMPlan(name, warm, rl, tuple(range(n_seeds)), tuple(methods), workers,
-                  tuple(range(TUNE_SEED0, TUNE_SEED0 + n_tune)))
-
-
-#: tuning seeds start here, far from the evaluation seeds
-TUNE_SEED0 = 1000
+                  pr.tuning_seeds(n_tune))
 
 
 def run_spec(plan: LMPlan, method: str, factor: float, role: str, seed: int,
-          variant: str, override: dict | None = None) -> RunSpec:
+             variant: str, override: dict | None = None) -> RunSpec:
     """The run of ``method`` at grid ``factor`` (parameters then set by ``override``)."""
-    params = all_methods()[LM_METHODS[method]].params(factor, depth=2) | (override or {})
-    items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
-    return RunSpec("lm", method, variant, role, seed, items)
+    return RunSpec("lm", method, variant, role, seed,
+                   pr.params_of(LM_METHODS[method], factor, 2, override))
+
+
+def study(plan: LMPlan) -> pr.Study:
+    """The LM study's part of the protocol: grid variants ``NAME-xFACTOR``, scored by the
+    mean held-out reward over each tuning run (``auc_reward``)."""
+    def job(method: str, factor: float, role: str, seed: int) -> tuple[RunSpec, RLConfig]:
+        return (run_spec(plan, method, factor, role, seed,
+                         f"{plan.name}-{pr.factor_name(factor)}"), plan.rl)
+
+    return pr.Study(metric="auc_reward", methods=plan.methods, grid=plan.grid,
+                    tune_seeds=plan.tune_seeds, job=job, factor_of=_variant_factor,
+                    runs=lambda out, role: _runs_of(out, plan, role))
 
 
 def tuning_jobs(plan: LMPlan) -> list[tuple[RunSpec, RLConfig]]:
     """Every method at every grid factor on every tuning seed (variant ``NAME-xFACTOR``)."""
-    return [(run_spec(plan, m, f, "tune", s, f"{plan.name}-{factor_name(f)}"), plan.rl)
-            for m in plan.methods for f in plan.grid for s in plan.tune_seeds]
+    return pr.tuning_jobs(study(plan))
 
 
 def choose(runs: list[dict]) -> dict[str, dict]:
-    """The tuned factor of each method (see :func:`fibration_theory.simulations.plan.choose_factors`)."""
-    return choose_factors(runs, "auc_reward", _variant_factor)
+    """The tuned factor of each method (see :func:`fibration_theory.simulations.protocol.choose_factors`)."""
+    return pr.choose_factors(runs, "auc_reward", _variant_factor)
 
 
 def edge_jobs(plan: LMPlan, chosen: dict[str, dict]) -> list[tuple[RunSpec, RLConfig]]:
     """For a method whose tuned factor is on the edge of the grid, the next two factors beyond
     it on the tuning seeds (role ``edge``; reported, never chosen), as in ``reproduce``."""
-    out = []
-    for m, choice in sorted(chosen.items()):
-        f = choice["factor"]
-        side = "high" if f == max(plan.grid) else "low" if f == min(plan.grid) else None
-        for g in EDGE_FACTORS.get(side, ()):
-            out += [(run_spec(plan, m, g, "edge", s, f"{plan.name}-{factor_name(g)}"), plan.rl)
-                    for s in plan.tune_seeds]
-    return out
+    return pr.edge_jobs(study(plan), chosen)
 
 
 def _variant_factor(variant: str) -> float:
-    return parse_factor(variant.rsplit("-", 1)[1])
+    return pr.parse_factor(variant.rsplit("-", 1)[1])
 
 
 def _runs_of(out: Path, plan: LMPlan, role: str) -> list[dict]:
@@ -179,7 +165,7 @@ def _runs_of(out: Path, plan: LMPlan, role: str) -> list[dict]:
 
 def edge_scores(out: Path, plan: LMPlan) -> dict[str, dict[str, float]]:
     """``{method: {variant: mean auc_reward}}`` of the edge runs of ``plan`` under ``out``."""
-    return plan_edge_scores(_runs_of(out, plan, "edge"), {}, "auc_reward", _variant_factor)
+    return pr.edge_scores(_runs_of(out, plan, "edge"), {}, "auc_reward", _variant_factor)
 
 
 def jobs(plan: LMPlan, chosen: dict[str, dict] | None = None) -> list[tuple[RunSpec, RLConfig]]:
@@ -275,44 +261,27 @@ def _run(args: argparse.Namespace, out: Path, plan: LMPlan, warm_threads: int,
 
     start = time.perf_counter()
     progress = not args.no_progress
-    atomic_write_text(out / "plan.json", json.dumps(_jsonable(dataclasses.asdict(plan)),
-                                                    indent=1))
+    pr.write_json(out / "plan.json", dataclasses.asdict(plan))
     if plan.warm is not None:
         from fibration_theory.simulations.lm.warmstart import ensure_warm_start
 
         torch.set_num_threads(warm_threads)  # the warm start runs alone
         ensure_warm_start(plan.warm, out, args.device, progress)
-    chosen: dict = {}
-    failed = 0
-    if plan.tune_seeds:
-        counts = run_all(out, tuning_jobs(plan), workers=plan.workers, desc="lm tuning",
-                         progress=progress, threads=threads)
-        failed += counts["failed"]
-        chosen = choose(_runs_of(out, plan, "tune"))
-        atomic_write_text(out / "tuning.json", json.dumps(chosen, indent=1, sort_keys=True))
-        counts = run_all(out, edge_jobs(plan, chosen), workers=plan.workers,
-                         desc="lm grid-edge check", progress=progress, threads=threads)
-        failed += counts["failed"]
-    counts = run_all(out, jobs(plan, chosen), workers=plan.workers,
-                     desc=f"lm evaluation ({plan.name})", progress=progress, threads=threads)
-    failed += counts["failed"]
+    chosen, failed = pr.run_protocol(out, study(plan), lambda chosen: jobs(plan, chosen),
+                                     workers=plan.workers, progress=progress, threads=threads,
+                                     label="lm ", eval_label=f"evaluation ({plan.name})")
     from fibration_theory.simulations.lm.report import build_summary, make_lm_figures
 
     summary = build_summary(out, plan)
     summary["tuning"] = chosen
     summary["tuning_edge"] = edge_scores(out, plan) if plan.tune_seeds else {}
-    summary["run"] = {"plan": plan.name, "device": _device_name(args.device),
-                      "seconds_this_invocation": round(time.perf_counter() - start, 1),
-                      "failed_runs": failed, "python": sys.version.split()[0],
-                      "torch": torch.__version__, "platform": platform.platform(),
-                      "cpus": os.cpu_count(), "command": "fibration lm " + " ".join(
-                          a for a in sys.argv[2:]) if sys.argv[1:2] == ["lm"] else ""}
+    command = ("fibration lm " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["lm"] else "")
+    summary["run"] = pr.run_record(failed, start, plan=plan.name,
+                                   device=_device_name(args.device), torch=torch.__version__,
+                                   command=command)
     if not args.no_figures and summary["methods"]:
         summary["figures"] = [str(p.relative_to(out)) for p in make_lm_figures(out)]
-    atomic_write_text(out / "summary.json", json.dumps(_jsonable(summary), indent=1))
-    print(f"wrote {out / 'summary.json'} ({summary['run']['seconds_this_invocation']} s, "
-          f"{failed} failed runs)")
-    return 1 if failed else 0
+    return pr.finish(out, summary, failed, start)
 
 
 def _device_name(device: str) -> str:

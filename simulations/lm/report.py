@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fibration_theory.simulations import summary as sm
-from fibration_theory.simulations.figures import band_plot, method_color
+from fibration_theory.simulations.plots import band_plot, method_color, save
 from fibration_theory.simulations.runner import _jsonable, load_runs
 
 Runs = list[dict[str, Any]]
@@ -145,10 +145,7 @@ def make_lm_figures(out: Path) -> list[Path]:
     made = []
     for name, (fig, _) in (("lm_reward.png", plot_reward_curves(runs, domains)),
                            ("lm_level_tv.png", plot_level_tv(runs))):
-        path = fig_dir / name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        made.append(path)
+        made.append(save(fig, fig_dir / name))
     return made
 
 

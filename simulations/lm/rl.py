@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from fibration_theory.simulations.diagnostics import Tally, gate_for, level_tv
 from fibration_theory.simulations.lm.evaluation import domain_means, evaluate, rollout
 from fibration_theory.simulations.lm.sampling import Rollout, token_log_probs
 from fibration_theory.simulations.lm.tasks import Problem, TaskSet
 from fibration_theory.simulations.methods import Method, all_methods
 from fibration_theory.simulations.runner import RunResult, RunSpec
-from fibration_theory.simulations.token_efficiency import Tally, gate_for, level_tv
+from fibration_theory.simulations.streams import numpy_rng, seed_for, torch_generator
 
 from fibration_theory import gating, losses
 from fibration_theory.hierarchy import Hierarchy
@@ -126,7 +127,7 @@ def load_policy(source: str, device: str) -> tuple[Any, Any]:
 
 def eval_problems(cfg: RLConfig) -> list[Problem]:
     """The held-out problems of every run (a fixed draw, the same for every method and seed)."""
-    return cfg.tasks.draw(np.random.default_rng(2_027), cfg.eval_per_domain, "eval")
+    return cfg.tasks.draw(numpy_rng("lm/heldout"), cfg.eval_per_domain, "eval")
 
 
 def train(cfg: RLConfig, method: Method, params: dict[str, Any], seed: int, *,
@@ -135,16 +136,16 @@ def train(cfg: RLConfig, method: Method, params: dict[str, Any], seed: int, *,
     """One RL run of ``method`` with ``params`` from the policy of ``cfg.source``."""
     model, codec = model_and_codec or load_policy(cfg.source, cfg.device)
     device = next(model.parameters()).device
-    torch.manual_seed(seed)
+    torch.manual_seed(seed_for("lm/run", seed))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    rng = numpy_rng("lm/run", seed)
+    gen = torch_generator("lm/run", seed, device=device)
     held_out = eval_problems(cfg)
     gate, gate_levels = gate_for(method, params)
 
     def evaluation(update: int) -> dict[str, float]:
         return evaluate(model, codec, cfg.tasks, held_out, samples=cfg.eval_samples,
-                        max_new=cfg.max_new, seed=10_000 * seed + update)
+                        max_new=cfg.max_new, seed=seed_for("lm/eval", seed, update))
 
     # a checkpoint resumes only the run that wrote it: same config, method, parameters, seed
     # (paths inside the results folder relative to it, so a moved folder resumes too)

@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from fibration_theory.simulations.streams import numpy_rng
+
 Format = Literal["compact", "fewshot"]
 Split = Literal["train", "eval"]
 
@@ -155,6 +157,6 @@ class TaskSet:
         return p.answer if self.fmt == "compact" else f" {p.answer}"
 
     def _shots(self, domain: int) -> Sequence[Problem]:
-        rng = np.random.default_rng(1_000 + domain)
+        rng = numpy_rng("lm/shots", step=domain)
         only = TaskSet((self.domains[domain],), "compact")
         return [dataclasses.replace(q, domain=domain) for q in only.draw(rng, self.shots, "train")]

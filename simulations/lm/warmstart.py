@@ -37,6 +37,7 @@ from fibration_theory.simulations.lm.evaluation import evaluate
 from fibration_theory.simulations.lm.sampling import left_pad, token_log_probs
 from fibration_theory.simulations.lm.tasks import TaskSet
 from fibration_theory.simulations.runner import _jsonable
+from fibration_theory.simulations.streams import numpy_rng, seed_for
 
 from fibration_theory.atomic import write_text
 from fibration_theory.outputs import set_aside
@@ -86,10 +87,10 @@ def train_warm_start(cfg: WarmStartConfig, device: str = "cpu", progress: bool =
     the state is saved there at every check and training resumes from it."""
     codec = CharCodec()
     model = models.build_tiny(cfg.model, codec.vocab_size, codec.pad_id, codec.eos_id,
-                              cfg.seed).to(device).eval()
+                              seed_for("warm/train", cfg.seed)).to(device).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    rng = np.random.default_rng(cfg.seed)
-    checks = cfg.tasks.draw(np.random.default_rng(7_919), cfg.check_per_domain, "eval")
+    rng = numpy_rng("warm/train", cfg.seed)
+    checks = cfg.tasks.draw(numpy_rng("warm/checks"), cfg.check_per_domain, "eval")
     lo, hi = cfg.band
     share = np.ones(len(cfg.tasks.domains))
     history, start, step, inside, before = [], time.perf_counter(), 0, False, 0.0
@@ -112,7 +113,7 @@ def train_warm_start(cfg: WarmStartConfig, device: str = "cpu", progress: bool =
         bar.update(1)
         if step % cfg.check_every == 0:
             res = evaluate(model, codec, cfg.tasks, checks, samples=1, max_new=cfg.max_new,
-                           seed=step)
+                           seed=seed_for("warm/check", step=step))
             s = np.array([res[f"reward/{name}"] for name in cfg.tasks.domains])
             share = np.where(s < lo, 1.0, np.where(s <= hi, cfg.replay, 0.0))
             inside = bool((s >= lo).all())

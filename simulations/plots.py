@@ -1,0 +1,81 @@
+"""Plot helpers shared by the figures of every study (no study imports another's figures).
+
+Every curve is the median over seeds with a pointwise 95% percentile-bootstrap band; every
+bar carries its 95% bootstrap interval; each band or bar draws from its own named stream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from fibration_theory.simulations import stats
+from fibration_theory.simulations.streams import numpy_rng
+
+Runs = list[dict[str, Any]]
+
+#: fixed colours so a method looks the same in every figure
+COLORS = {
+    "fiberpo": "#d62728", "fiberpo_domain": "#ff7f0e", "fiberpo_domain_levels": "#8c564b",
+    "grpo": "#1f77b4", "dapo": "#17becf", "gspo": "#2ca02c", "ppo_clip": "#9467bd",
+    "cispo": "#e377c2", "gmpo": "#7f7f7f", "apc": "#bcbd22",
+    "tv_trpo": "#000000", "apc_relaxed": "#bcbd22",
+}
+
+
+def rng(tag: str) -> np.random.Generator:
+    """The bootstrap stream of the band or bar named ``tag`` (a named stream of
+    :mod:`fibration_theory.simulations.streams`)."""
+    return numpy_rng(tag)
+
+
+def method_color(name: str, k: int) -> str:
+    """The fixed colour of ``name`` (a tab20 colour by position ``k`` otherwise)."""
+    return COLORS.get(name, plt.cm.tab20(k % 20))
+
+
+def group_runs(runs: Runs, key: str = "method") -> dict[str, Runs]:
+    """``{spec[key]: runs}``."""
+    out: dict[str, Runs] = {}
+    for r in runs:
+        out.setdefault(str(r["spec"][key]), []).append(r)
+    return out
+
+
+def band_plot(ax, x, curves, label, color, tag):
+    """Median of ``curves [runs, points]`` over runs at ``x``, with its pointwise 95%
+    bootstrap band."""
+    center, lo, hi = stats.curve_band(np.asarray(curves), rng=rng(tag))
+    ax.plot(x, center, color=color, label=label, lw=1.6)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def ci_bars(ax, names, runs_by, value, *, horizontal=True, tag="bars", ref=None):
+    """Median with 95% CI per name, as horizontal bars."""
+    meds, los, his = [], [], []
+    for n in names:
+        est = stats.bootstrap_ci([value(r) for r in runs_by[n]], "median", rng=rng(tag + n))
+        meds.append(est.point)
+        los.append(est.point - est.low)
+        his.append(est.high - est.point)
+    pos = np.arange(len(names))
+    colors = [method_color(n, k) for k, n in enumerate(names)]
+    ax.barh(pos, meds, xerr=[los, his], color=colors, alpha=0.85, capsize=3)
+    ax.set_yticks(pos, names)
+    ax.invert_yaxis()
+    if ref is not None:
+        ax.axvline(ref, color="k", ls="--", lw=1)
+    return meds
+
+
+def save(fig, path: Path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
