@@ -14,6 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from fibration_theory.outputs import output_folder
+
 #: where ``--paper`` writes when ``--out`` is not given
 DEFAULT_OUT = Path("figures")
 EXPERIMENT_MODULE = "fibration_theory.simulations.figures"
@@ -74,6 +76,23 @@ def run(args: argparse.Namespace) -> int:
         print("fibration figures: choose --paper (the paper's Figs 2-4) and/or --from DIR "
               "(experiment results)", file=sys.stderr)
         return 2
+    if args.out is None:
+        return _run(args)
+    try:
+        with output_folder(args.out):  # removed again if the command fails before writing
+            status = _run(args)
+            if status:
+                raise _Failed(status)
+    except _Failed as failed:
+        return int(failed.args[0])
+    return 0
+
+
+class _Failed(Exception):
+    """A failed run inside :func:`output_folder`, so that its empty folder is removed."""
+
+
+def _run(args: argparse.Namespace) -> int:
     written: list[Path] = []
     if args.paper:
         from fibration_theory.plotting import make_paper_figures

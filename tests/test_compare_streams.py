@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fibration_theory.simulations import compare as cp
 from fibration_theory.simulations import runner as rn
 from fibration_theory.simulations import streams

@@ -134,3 +134,10 @@ def test_a_signal_ends_the_command_with_one_line_saying_what_was_kept(tmp_path, 
     assert lines[0] == (f"fibration reproduce: stopped by {signal.Signals(sig).name}; kept "
                         f"{kept} finished run files under {out}; the same command resumes "
                         "from them")
+
+
+def test_a_failing_figures_command_removes_the_folder_it_created(tmp_path, capsys):
+    out = tmp_path / "figs"
+    assert cli.main(["figures", "--from", str(tmp_path / "missing"), "--out", str(out)]) == 1
+    assert "no such directory" in capsys.readouterr().err
+    assert not out.exists()
