@@ -1,5 +1,5 @@
-"""The results-folder comparison (``simulations/compare.py``) and the random streams
-(``simulations/streams.py``)."""
+"""What the studies share: the results-folder comparison (``simulations/compare.py``), the
+random streams (``simulations/streams.py``) and a layering without cycles."""
 
 from __future__ import annotations
 
@@ -65,3 +65,17 @@ def test_named_streams_are_fnv1a_and_refuse_a_seed():
                           .random(3))
     with pytest.raises(ValueError, match="tag"):
         streams.seed_for("some table", seed=1)
+
+
+@pytest.mark.parametrize(("module", "never"), [
+    ("fibration_theory.simulations.lm.report", "fibration_theory.simulations.figures"),
+    ("fibration_theory.simulations.lm.rl", "fibration_theory.simulations.token_efficiency"),
+])
+def test_the_lm_study_uses_the_shared_modules_not_the_other_study(module, never):
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print({never!r} in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=120)
+    assert proc.stdout.strip() == "False"
