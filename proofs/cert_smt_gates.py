@@ -370,3 +370,45 @@ def level_decoupling_pairs() -> list[Pair]:
              "only its own level's gate in eq 31 (z3, symbolic aggregates and budgets)", "smt")
 def check_level_decoupling_smt(rng: np.random.Generator, *, thorough: bool = False) -> Outcome:
     return smt.check_pairs(level_decoupling_pairs(), thorough=thorough)
+
+
+# --- Remark C.4: APC's per-state regimes lift to g_agg's -----------------------------------
+
+
+def regime_lift_pairs(t: int) -> list[Pair]:
+    """A state (trajectory) of ``t`` tokens drifting together, ``Delta_a = x > 0`` for all:
+    APC's gate (Def D.8) at radius ``delta`` is the identity for ``x <= delta``, rolls back
+    (``0 < G < x``) for ``delta < x < t delta/(t-1)`` and zeroes beyond; ``g_agg(x, delta, t)``
+    (eq 10) has the same three regimes with the zeroing edge at ``(1 + 1/t) delta``. So
+    Remark C.4's lift is exact for pass-through and exact up to the edge of rollback, which
+    moves from ``(1 + 1/(t-1)) delta`` to ``(1 + 1/t) delta`` (Derivation IV's rescaling)."""
+    x, d = z3.Reals("x delta")
+    counts = [1] * t
+    g_apc = smt.apc_gate(counts, [x] * t, d)[0]
+    g_fib = smt.g_agg(x, d, t)
+    hyp = [d > 0, x > 0]
+    sizes = f"T={t} tokens with equal drift x, symbolic x, delta"
+    edge_apc, edge_fib = t * d / (t - 1), (1 + z3.Q(1, t)) * d
+    both = z3.And(
+        z3.Implies(x <= d, z3.And(g_apc == x, g_fib == x)),
+        z3.Implies(z3.And(d < x, x < edge_fib), z3.And(0 < g_apc, g_apc < x, 0 < g_fib,
+                                                        g_fib < x)),
+        z3.Implies(z3.And(edge_fib <= x, x < edge_apc), z3.And(0 < g_apc, g_apc < x,
+                                                                g_fib == 0)),
+        z3.Implies(x >= edge_apc, z3.And(g_apc == 0, g_fib == 0)))
+    return [Pair(claim("Remark C.4: APC's P/R/Z at a uniformly drifting state are g_agg's "
+                       "pass-through/rollback/zeroed, zeroing edges t delta/(t-1) vs "
+                       "(1 + 1/t) delta", sizes, hyp, both),
+                 claim("APC zeroes from (1 + 1/t) delta on, like g_agg", sizes,
+                       hyp + [x >= edge_fib], g_apc == 0))]
+
+
+@certificate("V13", "Remark C.4, App E.5.2-E.5.4",
+             "APC-Obj's per-state regimes lift to g_agg's three regimes for a uniformly "
+             "drifting state; only the zeroing edge moves, t delta/(t-1) -> (1 + 1/t) delta "
+             "(z3, fixed T)", "smt")
+def check_regime_lift_smt(rng: np.random.Generator, *, thorough: bool = False) -> Outcome:
+    pairs = []
+    for t in ((2, 3, 4, 6, 8) if thorough else (2, 3, 4)):
+        pairs += regime_lift_pairs(t)
+    return smt.check_pairs(pairs, thorough=thorough)

@@ -108,7 +108,9 @@ STATEMENTS: tuple[Statement, ...] = (
     Statement("Def C.3", 28, "APC-Obj ratio gating map 1 + clip(r - 1, B) (eq 59)", ("V3",),
               (T_TR,)),
     Statement("Remark C.4", 29, "APC-Obj's per-state regimes become FiberPO's aggregate "
-              "regimes", (), (), "open"),
+              "regimes (exact for a uniform drift up to the zeroing edge, which moves from "
+              "T delta/(T-1) to (1 + 1/T) delta)", ("cert_smt_gates.check_regime_lift_smt",),
+              (T_SMT,)),
     Statement("Remark C.5", 30, "without the min, the PPO/GRPO/GSPO gates clip(r or s, 1 +- eps) "
               "carry no sign function", ("V6",), (T_RGF,)),
     Statement("Def D.1", 34, "sample-based TV-TRPO (eqs 67-68), min-L2 tie-break",

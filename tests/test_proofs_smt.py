@@ -28,6 +28,7 @@ PAIRS = {
     "Thm 4.5 identity": gates.identity_pairs(),
     "R o G o F near r = 1": gates.near_on_policy_pairs(2),
     "p.19 level decoupling": gates.level_decoupling_pairs(),
+    "Remark C.4 T=3": gates.regime_lift_pairs(3),
 }
 CASES = [(name, i) for name, pairs in PAIRS.items() for i in range(len(pairs))]
 
