@@ -1,38 +1,53 @@
-"""Any registered objective as a verl policy loss.
+"""Any registered objective as a verl policy loss (tested against verl 0.9.1's own code).
 
-verl's actor calls the loss registered under ``actor.policy_loss.loss_mode`` with keyword
-arguments ``old_log_prob, log_prob, advantages, response_mask`` (all ``[B, T]``),
-``loss_agg_mode``, ``config`` (the actor config) and ``rollout_is_weights`` (``[B, T]`` or
-``None``), and expects ``(loss, metrics)`` back, ``metrics`` a dict of floats. This module
-builds such functions and registers one per objective as ``fibration_<name>`` (for example
-``actor_rollout_ref.actor.policy_loss.loss_mode=fibration_fiberpo``) when verl is importable.
+verl's actor loss (``verl.workers.utils.losses.ppo_loss``) calls the function registered under
+``actor.policy_loss.loss_mode`` with keyword arguments ``old_log_prob, log_prob, advantages,
+response_mask`` (all ``[B, T]``), ``loss_agg_mode``, ``config`` (the ``ActorConfig``) and
+``rollout_is_weights`` (``[B, T]`` or ``None``) and expects ``(loss, metrics)``. Importing this
+module registers one such function per objective as ``fibration_<name>`` when verl is
+importable.
 
-Conventions:
+verl's configuration is honoured, never ignored:
 
-* Aggregation. ``loss_agg_mode`` is the objective's ``agg`` (the RGF weights ``mu``); set
-  ``actor.loss_agg_mode=seq-mean-token-mean`` for FiberPO as the paper defines it (eq 6).
-* Hyperparameters: those given to :func:`make_policy_loss`, updated by the mapping
-  ``actor.policy_loss.fibration`` when the config has one (e.g. ``{c_plus: 0.1}``).
-* Global normalization. verl hands each micro-batch ``config.global_batch_info`` (``dp_size``,
-  ``batch_num_tokens``, ``global_batch_size``, ``loss_scale_factor``) and sums micro-batch
-  losses while FSDP averages over ranks. The objective is computed on the micro-batch and
-  rescaled so its ``mu`` divide by the global counts: by ``T_micro / batch_num_tokens * dp_size``
-  for ``token-mean`` and ``|Tj|_micro / global_batch_size * dp_size`` for the ``seq-mean-*``
-  modes. For objectives whose gates see one trajectory at a time (all but the group/domain
-  levels of ``fiberpo_domain`` and APC with shared ``state_ids``) this reproduces the objective
-  on the whole mini-batch exactly. ``seq-mean-token-sum-norm`` keeps Dr.GRPO's ``1/|Tj|``
-  (verl's own ``agg_loss`` omits it) and takes ``loss_scale_factor`` as ``norm_length``.
-* ``rollout_is_weights`` (non-negative, detached) multiply the advantages. Every objective is
-  linear in each token's advantage and reads only its sign, so this equals weighting each
-  token's term, as verl's own losses do.
-* Hierarchy. verl does not pass prompt ids to policy losses; the function takes optional
-  ``group_ids``/``domain_ids`` keywords (e.g. from ``data["uid"]`` in a patched actor).
-  Without them every row is its own trajectory and ``fiberpo_domain`` reduces to ``fiberpo``.
-* KL and entropy terms stay with verl (``use_kl_loss``, ``entropy_coeff``).
+* ``actor.clip_ratio_low/high`` (``clip_ratio`` where ``None``) are ``eps_low/eps_high`` of
+  every objective verl also implements (:data:`VERL_PEERS`), and ``actor.clip_ratio_c`` is the
+  dual-clip bound of the PPO family, as in verl's ``vanilla``; ``actor.tau_pos/tau_neg`` are
+  SAPO's temperatures; ``loss_scale_factor`` (which verl's actor copies into
+  ``global_batch_info``) is the ``L`` of ``seq-mean-token-sum-norm`` (Dr.GRPO's
+  ``norm_length``; verl's default, the padded width, is ours too). For the
+  objectives verl has no counterpart of (FiberPO, FiberPO-Domain, APC) a clip setting other
+  than verl's default is refused: they have no clip ratio.
+* ``loss_agg_mode`` is the objective's aggregation, every mode of verl 0.9.1 included:
+  ``token-sum`` is ``mu_i = 1`` (the ``token-mean`` objective times the token count).
+* The objective's own parameters come from ``actor.policy_loss.fibration`` (a mapping, e.g.
+  ``{c_plus: 0.1}``). verl 0.9.1's ``PolicyLossConfig`` has no such field; select
+  :class:`FiberPolicyLossConfig` (the same config plus ``fibration``) with
+  ``actor_rollout_ref.actor.policy_loss._target_=fibration_theory.integrations.verl.FiberPolicyLossConfig``;
+  instantiating it also imports this module, and so registers the losses, in every worker.
+  A parameter that verl's config already sets (above) is refused there.
+* Global normalisation: verl hands each micro-batch ``config.global_batch_info``
+  (``dp_size``, ``batch_num_tokens``, ``global_batch_size``, ``loss_scale_factor``), sums
+  micro-batch losses and FSDP averages over ranks. The objective is computed on the
+  micro-batch and rescaled as verl's ``agg_loss`` rescales: by ``T_micro / batch_num_tokens *
+  dp_size`` (``token-mean``), ``T_micro * dp_size`` (``token-sum``) or ``|Tj|_micro /
+  global_batch_size * dp_size`` (``seq-mean-*``, which includes Dr.GRPO's ``1/|Tj|`` as
+  verl's does). For objectives whose gates see one trajectory at a time this is the
+  objective on the whole mini-batch exactly.
+* ``rollout_is_weights`` (``>= 0``, detached) weight each token's term as verl's losses
+  weight theirs; GMPO's sequence-level term takes the row's geometric mean of the weights,
+  as verl's ``geo_mean``.
+* Metrics: ``actor/ppo_kl``, and ``actor/pg_clipfrac`` / ``actor/pg_clipfrac_lower`` with the
+  definitions of verl's counterpart loss (for PPO-family losses the dual-clipped tokens
+  are counted in ``pg_clipfrac_lower`` only); every metric of the objective under
+  ``actor/fibration/``.
+* Hierarchy: verl passes no prompt ids to policy losses; the function takes optional
+  ``group_ids``/``domain_ids`` keywords. Without them every row is its own trajectory and
+  ``fiberpo_domain`` reduces to ``fiberpo``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,8 +64,18 @@ PolicyLoss = Callable[..., tuple[Tensor, dict[str, float]]]
 #: prefix of the names registered with verl (verl's registry overwrites silently; a prefix
 #: keeps ours apart from verl's own ``gspo``, ``sapo``, ``cispo``)
 PREFIX = "fibration_"
+#: verl 0.9.1's aggregation modes: ours plus ``token-sum``
+VERL_AGG_MODES: tuple[str, ...] = (*AGG_MODES, "token-sum")
+#: our objective -> verl's loss mode implementing the same objective
+VERL_PEERS: dict[str, str] = {
+    "ppo_clip": "vanilla", "dapo": "vanilla", "grpo": "vanilla", "dr_grpo": "vanilla",
+    "gspo": "gspo", "gspo_token": "gspo", "gmpo": "geo_mean", "cispo": "cispo", "sapo": "sapo"}
+#: verl's ``ActorConfig`` defaults of the clip settings (what "not set" looks like)
+VERL_CLIP_DEFAULTS = {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2,
+                      "clip_ratio_c": 3.0}
 
-__all__ = ["PREFIX", "compute_policy_loss", "make_policy_loss", "register"]
+__all__ = ["PREFIX", "VERL_AGG_MODES", "VERL_PEERS", "compute_policy_loss",
+           "make_policy_loss", "register", "verl_params"]
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -78,14 +103,94 @@ def _config_params(config: Any) -> dict[str, Any]:
     return {str(k): v for k, v in found.items()}
 
 
-def _scale(agg: str, h: Hierarchy, info: Mapping[str, Any]) -> float:
-    """Factor turning micro-batch weights ``mu`` into the global batch's (module note)."""
+def verl_params(objective: str, config: Any) -> dict[str, tuple[str, Any]]:
+    """The objective's parameters that verl's actor ``config`` sets: ``{param: (verl key,
+    value)}`` (module note). Raises ``ValueError`` for a clip setting the objective lacks."""
+    low, high = _get(config, "clip_ratio_low"), _get(config, "clip_ratio_high")
+    ratio = _get(config, "clip_ratio")
+    low = ("clip_ratio_low", low) if low is not None else ("clip_ratio", ratio)
+    high = ("clip_ratio_high", high) if high is not None else ("clip_ratio", ratio)
+    peer = VERL_PEERS.get(objective)
+    found: dict[str, tuple[str, Any]] = {}
+    if peer in ("vanilla", "gspo", "geo_mean", "cispo"):
+        found.update(eps_low=low, eps_high=high)
+    if peer == "vanilla":
+        found["dual_clip"] = ("clip_ratio_c", _get(config, "clip_ratio_c"))
+    if peer == "sapo":
+        found.update(tau_pos=("tau_pos", _get(config, "tau_pos")),
+                     tau_neg=("tau_neg", _get(config, "tau_neg")))
+    if peer is None:
+        for key, default in VERL_CLIP_DEFAULTS.items():
+            value = _get(config, key)
+            if value is not None and float(value) != default:
+                raise ValueError(f"actor.{key}={value}: {PREFIX}{objective} has no clip ratio "
+                                 f"(its budgets are actor.policy_loss.fibration's parameters "
+                                 f"{sorted(get(objective).params)}); leave actor.{key} at "
+                                 f"verl's default {default}")
+    return {k: v for k, v in found.items() if v[1] is not None}
+
+
+def _scale(agg: str, h: Hierarchy, info: Mapping[str, Any], own_norm: bool) -> float:
+    """Factor turning the micro-batch objective into its share of the global one, as verl's
+    ``agg_loss`` normalises (``token-sum`` is computed as ``token-mean``; an objective without
+    its own ``norm_length`` divides by the padded width, verl by ``loss_scale_factor``)."""
     dp = float(info.get("dp_size") or 1)
+    norm = info.get("loss_scale_factor")
+    if agg == "seq-mean-token-sum-norm" and not own_norm and norm is not None:
+        dp *= h.mask.shape[1] / float(norm)
+    if agg == "token-sum":
+        return h.num_tokens * dp
     if agg == "token-mean":
         total = info.get("batch_num_tokens")
         return 1.0 if total is None else h.num_tokens / float(total) * dp
     total = info.get("global_batch_size")
     return 1.0 if total is None else h.num_traj / float(total) * dp
+
+
+def _row_geo_mean(w: Tensor, mask: Tensor) -> Tensor:
+    """``[B, T]``: each row's geometric mean of ``w`` over its tokens, broadcast (0 when a
+    token's weight is 0), as verl's ``geo_mean`` weights a sequence."""
+    logw = torch.where(mask, torch.log(w), torch.zeros_like(w))
+    n = mask.sum(-1, keepdim=True).clamp_min(1).to(w.dtype)
+    return torch.exp(logw.sum(-1, keepdim=True) / n).expand_as(w)
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> float:
+    return float(torch.where(mask, x.to(torch.float64), torch.zeros_like(x, dtype=torch.float64))
+                 .sum() / mask.sum())
+
+
+def _verl_clip_metrics(objective: str, log_ratio: Tensor, adv: Tensor, mask: Tensor,
+                       params: Mapping[str, Any]) -> dict[str, float]:
+    """``pg_clipfrac`` / ``pg_clipfrac_lower`` as verl's counterpart of ``objective`` counts
+    them (token-level masked means; ``[B, T]`` inputs)."""
+    peer = VERL_PEERS[objective]
+    zero = torch.zeros_like(adv)
+    if peer == "sapo":
+        return {"actor/pg_clipfrac": 0.0, "actor/pg_clipfrac_lower": 0.0}
+    lo, hi = float(params["eps_low"]), float(params["eps_high"])
+    if peer == "geo_mean":
+        clipped = log_ratio != log_ratio.clamp(-lo, hi)
+        return {"actor/pg_clipfrac": _masked_mean((clipped & (adv > 0)).to(adv), mask),
+                "actor/pg_clipfrac_lower": _masked_mean((clipped & (adv < 0)).to(adv), mask)}
+    if peer == "gspo":
+        n = mask.sum(-1, keepdim=True).clamp_min(1)
+        seq = torch.where(mask, log_ratio, zero).sum(-1, keepdim=True) / n
+        ratio = torch.exp(seq.clamp(max=10.0)).expand_as(adv)
+    else:
+        ratio = torch.exp(log_ratio.clamp(-20.0, 20.0))
+    clip = ratio.clamp(1 - lo, 1 + hi)
+    if peer == "cispo":
+        return {"actor/pg_clipfrac": _masked_mean((ratio != clip).to(adv), mask),
+                "actor/pg_clipfrac_lower": 0.0}
+    loss1, loss2 = -adv * ratio, -adv * clip
+    out = {"actor/pg_clipfrac": _masked_mean((loss2 > loss1).to(adv), mask),
+           "actor/pg_clipfrac_lower": 0.0}
+    c = params.get("dual_clip")
+    if peer == "vanilla" and c is not None:
+        lower = (torch.maximum(loss1, loss2) > -adv * float(c)) & (adv < 0)
+        out["actor/pg_clipfrac_lower"] = _masked_mean(lower.to(adv), mask)
+    return out
 
 
 def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
@@ -101,27 +206,38 @@ def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
         objective: a registered objective name.
         old_log_prob, log_prob, advantages: ``[B, T]``; ``log_prob`` differentiable.
         response_mask: ``[B, T]`` bool or 0/1.
-        loss_agg_mode: verl's aggregation mode, used as the objective's ``agg``.
-        config: verl's actor config (``global_batch_info``, ``policy_loss.fibration``), or
-            ``None`` for a plain micro-batch loss.
+        loss_agg_mode: one of :data:`VERL_AGG_MODES` (the weights ``mu``, eq 6).
+        config: verl's actor config (clip settings, ``global_batch_info``,
+            ``policy_loss.fibration``), or ``None`` for a plain micro-batch loss.
         rollout_is_weights: ``[B, T]`` non-negative per-token weights, or ``None``.
         group_ids, domain_ids: ``[B]`` labels for the upper levels (optional).
-        params: hyperparameters, updated by the config's ``policy_loss.fibration``.
+        params: hyperparameters bound in Python; the config's ``policy_loss.fibration`` and
+            the verl settings of :func:`verl_params` take precedence.
 
-    The gates run in float64; the loss comes back in ``log_prob``'s dtype. Metrics:
-    ``actor/ppo_kl`` (mean ``-log r``), ``actor/pg_clipfrac`` (the objective's ``clip_frac``)
-    and every metric of the objective under ``actor/fibration/``.
+    The gates run in float64; the loss comes back in ``log_prob``'s dtype.
     """
     entry = get(objective)
+    if loss_agg_mode not in VERL_AGG_MODES:
+        raise ValueError(f"loss_agg_mode must be one of {VERL_AGG_MODES}, got {loss_agg_mode!r}")
     merged = dict(params or {})
-    merged.update(_config_params(config))
+    from_config = _config_params(config)
+    from_verl = verl_params(objective, config) if config is not None else {}
+    for key in from_config:
+        if key == "agg":
+            raise ValueError("config.policy_loss.fibration: 'agg' is set by actor.loss_agg_mode")
+        if key in from_verl or key == "norm_length":
+            owner = from_verl[key][0] if key in from_verl else "loss_scale_factor"
+            raise ValueError(f"config.policy_loss.fibration: {key!r} of {objective!r} is "
+                             f"verl's actor.{owner}; set it there")
+    merged.update(from_config)
+    merged.update({k: v for k, (_, v) in from_verl.items()})
+    if "agg" in merged and merged["agg"] != loss_agg_mode:
+        raise ValueError(f"loss_agg_mode: {loss_agg_mode!r} disagrees with the objective's "
+                         f"agg={merged['agg']!r}; set only actor.loss_agg_mode")
     if "agg" in entry.params:
-        if loss_agg_mode not in AGG_MODES:
-            raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {loss_agg_mode!r}")
-        if merged.get("agg", loss_agg_mode) != loss_agg_mode:
-            raise ValueError(f"loss_agg_mode: {loss_agg_mode!r} disagrees with the objective's "
-                             f"agg={merged['agg']!r}; set only actor.loss_agg_mode")
-        merged["agg"] = loss_agg_mode
+        merged["agg"] = "token-mean" if loss_agg_mode == "token-sum" else loss_agg_mode
+    elif loss_agg_mode == "token-sum":
+        raise ValueError(f"loss_agg_mode: {objective!r} has no aggregation mode to set")
     info = dict(_get(config, "global_batch_info") or {})
     if ("norm_length" in entry.params and merged.get("norm_length") is None
             and info.get("loss_scale_factor") is not None):
@@ -132,20 +248,23 @@ def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
         # the globally normalized loss (a zero that keeps the graph, as verl's agg_loss does)
         return torch.where(mask, log_prob, torch.zeros_like(log_prob)).sum(), {}
     adv = advantages.detach().to(torch.float64)
+    raw_adv = adv
     if rollout_is_weights is not None:
         check_float(rollout_is_weights, "rollout_is_weights", tuple(mask.shape), mask)
         w = rollout_is_weights.detach().to(torch.float64)
         if bool((w[mask] < 0).any()):
             raise ValueError("rollout_is_weights must be >= 0 on the response tokens")
-        adv = adv * w
+        adv = adv * (_row_geo_mean(w, mask) if objective == "gmpo" else w)
     h = Hierarchy.from_padded(mask, group_ids=group_ids, domain_ids=domain_ids)
-    out = losses.compute(objective, log_prob.to(torch.float64),
-                         old_log_prob.detach().to(torch.float64), adv, mask, hierarchy=h,
-                         **merged)
-    agg = merged.get("agg", entry.params.get("agg"))
-    loss = out.loss * _scale(str(agg), h, info) if agg is not None else out.loss
+    lp64, old64 = log_prob.to(torch.float64), old_log_prob.detach().to(torch.float64)
+    out = losses.compute(objective, lp64, old64, adv, mask, hierarchy=h, **merged)
+    loss = out.loss * _scale(loss_agg_mode, h, info, "norm_length" in entry.params) if "agg" in entry.params else out.loss
     metrics = {"actor/ppo_kl": out.metrics["approx_kl/k1"]}
-    if "clip_frac" in out.metrics:
+    if objective in VERL_PEERS:
+        full = {**entry.params, **merged}
+        metrics.update(_verl_clip_metrics(objective, (lp64 - old64).detach(), raw_adv, mask,
+                                          full))
+    elif "clip_frac" in out.metrics:
         metrics["actor/pg_clipfrac"] = out.metrics["clip_frac"]
     metrics.update({f"actor/fibration/{k}": v for k, v in out.metrics.items()})
     return loss.to(log_prob.dtype), metrics
@@ -206,6 +325,17 @@ def register(registry: dict | None = None, objectives: list[str] | None = None
 
 
 try:  # register with verl when it is installed; the functions above work without it
+    from verl.workers.config import PolicyLossConfig as _PolicyLossConfig
+
     REGISTERED: list[str] = register()
 except ImportError:
     REGISTERED = []
+else:
+    @dataclasses.dataclass
+    class FiberPolicyLossConfig(_PolicyLossConfig):
+        """verl's ``PolicyLossConfig`` plus ``fibration``: the objective's parameters (e.g.
+        ``{"c_plus": 0.1, "eps": 0.04}``), settable from verl's command line."""
+
+        fibration: dict = dataclasses.field(default_factory=dict)
+
+    __all__.append("FiberPolicyLossConfig")
