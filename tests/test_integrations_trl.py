@@ -224,7 +224,8 @@ def test_metrics_are_logged(trained):
 
 
 def test_kl_penalty_uses_the_objectives_weights(trained):
-    """Property: with beta > 0 the loss adds beta * sum_i mu_i KL_i (TRL's k3 estimate)."""
+    """Property: with beta > 0 the loss adds beta * sum_i mu_i r_i KL_i (TRL's k3 estimate
+    times the ratio to the old policy, TRL's use_bias_correction_kl)."""
     run, trainer = trained
     record = trainer.records[1]
     inputs = dict(record["inputs"])
@@ -241,6 +242,8 @@ def test_kl_penalty_uses_the_objectives_weights(trained):
     mask = inputs["completion_mask"].bool()
     d = (inputs["ref_per_token_logps"] - lp).double()
     kl = torch.exp(d) - d - 1
+    assert trainer.args.use_bias_correction_kl  # TRL's default: KL times the ratio to old
+    kl = kl * torch.exp(lp.double() - inputs["old_per_token_logps"].double())
     groups, domains = row_labels(trainer.processing_class, inputs, run)
     h = Hierarchy.from_padded(mask, group_ids=groups, domain_ids=domains)
     params = dict(run.params)

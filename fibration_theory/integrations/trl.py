@@ -20,13 +20,19 @@ processes is gated as one) or on this process only. A group split across micro-b
 gated per micro-batch; for group- and domain-level gates on whole groups use
 ``steps_per_generation=1`` (one micro-batch per generation batch).
 
+Normalisation over an optimizer step (:meth:`FiberGRPOTrainer._normalizer`): ``token-mean``
+objectives divide by the generation batch's token count, as TRL's ``dapo`` and ``cispo``
+(DAPO's token-level mean), whatever the gradient accumulation and ``steps_per_generation``;
+the ``seq-mean-*`` modes divide each micro-batch's mean by the accumulation steps, as TRL's
+``grpo``, ``sapo`` and ``dr_grpo``.
+
 Conventions. Log-ratios are taken against ``old_per_token_logps`` (TRL computes them when a
 generation is reused, ``num_iterations > 1``) or against the detached current log-probs
-(on-policy). The gates run in float64. The loss is divided by the gradient-accumulation steps
-as TRL does for its own losses; across processes DDP averages gradients, which
+(on-policy). The gates run in float64. Across processes DDP averages gradients, which
 :func:`~fibration_theory.integrations.distributed.compute` accounts for. With ``beta > 0``
 TRL's per-token KL estimate is added with the objective's own weights,
-``beta * sum_i mu_i KL_i``. Dr.GRPO's ``norm_length`` defaults to ``max_completion_length``,
+``beta * sum_i mu_i KL_i``, times the token's ratio to the old policy when
+``use_bias_correction_kl`` (TRL's default), as TRL computes it. Dr.GRPO's ``norm_length`` defaults to ``max_completion_length``,
 TRL's own constant. TRL options that reshape its built-in loss (``loss_type``, ``epsilon``,
 ``delta``) are not used; the options below are refused with a ``ValueError`` because the
 objective would silently ignore them: ``importance_sampling_level="sequence"`` (use ``gspo``),
@@ -53,7 +59,7 @@ from fibration_theory.validation import as_ids
 
 Tensor = torch.Tensor
 
-__all__ = ["FiberGRPOConfig", "FiberGRPOTrainer"]
+__all__ = ["FiberGRPOConfig", "FiberGRPOTrainer", "load_gguf"]
 
 
 @dataclasses.dataclass
@@ -86,7 +92,25 @@ class FiberGRPOConfig(GRPOConfig):
         if unknown:
             raise ValueError(f"fiber_params: {unknown[0]!r} is not a parameter of "
                              f"{self.fiber_objective!r}; it takes {sorted(entry.params)}")
+        _check_values(self.fiber_objective, params)
         self.fiber_params = params
+
+
+def _check_values(objective: str, params: dict[str, Any]) -> None:
+    """Validate ``params``' values now rather than at the first loss: the objective's own
+    checks run on a one-token batch (so ``delta`` inconsistent with ``c_plus + c_minus`` is
+    refused), and FiberPO's ``eps`` must be > 0 (with ``eps = 0`` the fiber term is clipped
+    away: every token of a trajectory gets the trajectory's gradient)."""
+    if "eps" in get(objective).params and "eps" in params:
+        eps = params["eps"]
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"fiber_params: eps must be a number > 0, got {eps!r} (eps = 0 "
+                             f"clips the token-level fiber term away)")
+    one = torch.zeros(1, 1, dtype=torch.float64)
+    try:
+        losses.compute(objective, one, one, one, torch.ones(1, 1, dtype=torch.bool), **params)
+    except ValueError as exc:
+        raise ValueError(f"fiber_params: {exc}") from None
 
 
 class FiberGRPOTrainer(GRPOTrainer):
@@ -202,16 +226,72 @@ class FiberGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         if self.beta != 0.0:
             # k3 estimate of KL(pi_theta || pi_ref) per token, as TRL; masked before exp so that
-            # padding never reaches the gradient as 0 * inf
-            d = inputs["ref_per_token_logps"].to(torch.float64) - per_token_logps.to(torch.float64)
+            # padding never reaches the gradient as 0 * inf; times the ratio to the old policy
+            # (with its gradient) when use_bias_correction_kl, as TRL
+            lp64 = per_token_logps.to(torch.float64)
+            d = inputs["ref_per_token_logps"].to(torch.float64) - lp64
             d = torch.where(mask, d, torch.zeros_like(d))
             kl = torch.exp(d) - d - 1
+            if self.args.use_bias_correction_kl:
+                log_ratio = torch.where(mask, lp64 - old.to(torch.float64), torch.zeros_like(d))
+                kl = kl * torch.exp(log_ratio)
             scale = self.accelerator.num_processes if self._fiber_pg is not None else 1
-            kl_term = (out.weights * kl).sum()
-            loss = loss + self.beta * scale * kl_term
+            loss = loss + self.beta * scale * (out.weights * kl).sum()
             self._metrics[mode]["kl"].append(float(kl.detach()[mask].mean()))
-        if mode == "train":
-            loss = loss / self.current_gradient_accumulation_steps
+        loss = loss * self._normalizer(mask, inputs, mode)
         for key, value in out.metrics.items():
             self._metrics[mode][f"fiber/{key}"].append(value)
         return loss.to(per_token_logps.dtype)
+
+    def _normalizer(self, mask: Tensor, inputs: dict, mode: str) -> float:
+        """The factor that makes the summed micro-batch losses one optimizer step's objective.
+
+        ``token-mean`` objectives are normalised by the token count of the whole generation
+        batch (``num_items_in_batch``, all processes), TRL's rule for ``dapo``/``cispo``:
+        the micro-batch loss (``mu_i = 1 / T_batch``) is multiplied by ``T_batch / N *
+        steps_per_generation / gradient_accumulation_steps`` (``T_batch``: the tokens of the
+        objective's batch; per process, times the process count that DDP divides by). The
+        other modes divide by the gradient-accumulation steps, TRL's rule for ``grpo``,
+        ``sapo`` and ``dr_grpo``.
+        """
+        params = {**get(self.args.fiber_objective).params, **self.args.fiber_params}
+        if params.get("agg") != "token-mean":
+            return 1.0 / self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        tokens = mask.sum()
+        if self._fiber_pg is not None:
+            tokens = self.accelerator.gather(tokens[None]).sum()
+        else:
+            tokens = tokens * self.accelerator.num_processes
+        factor = float(tokens) / float(inputs["num_items_in_batch"].clamp(min=1.0))
+        if mode == "train":
+            factor *= self.args.steps_per_generation / self.current_gradient_accumulation_steps
+        return factor
+
+
+def load_gguf(path: str, gguf_file: str) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` from a GGUF checkpoint, the model a plain float32 one that
+    TRL can train.
+
+    ``transformers`` dequantizes GGUF weights to float32 on load but keeps the model marked
+    as quantized (``hf_quantizer``, ``config.quantization_config``), so ``Trainer`` refuses it
+    as "purely quantized". The weights are copied into a fresh model of the same
+    architecture built from the config without its quantization entry; nothing else
+    changes.
+    """
+    import copy
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file,
+                                                  dtype=torch.float32)
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"gguf_file: weights do not fit the rebuilt model (missing "
+                         f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    model.tie_weights()
+    return model, AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
