@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from docs_examples import run_example
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -234,10 +233,3 @@ def test_register_fills_a_registry_and_refuses_to_overwrite():
     foreign = {"fibration_fiberpo": lambda **kw: None}
     with pytest.raises(ValueError, match="fibration_fiberpo"):
         fverl.register(foreign)
-
-
-def test_docs_example_runs(tmp_path):
-    """Property: the verl example of docs/integrations.md runs as written and passes its own
-    checks."""
-    proc = run_example("integrations.md", "verl", tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -177,14 +177,23 @@ def table(seeds=(0, 1, 2)) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
+    """One row per objective and aggregation: the max over with/without rollout weights."""
+    merged: dict[tuple, dict] = {}
+    for row in rows:
+        c = row["case"]
+        key = (c.objective, c.mode, c.agg)
+        old = merged.setdefault(key, {k: 0.0 for k in ("raw_value", "raw_grad", "value", "grad")}
+                                | {"weighted": set()})
+        for k in ("raw_value", "raw_grad", "value", "grad"):
+            old[k] = max(old[k], row[k])
+        old["weighted"].add(c.weighted)
     lines = [("| objective | verl loss | aggregation | rollout weights | value (raw) | "
               "gradient (raw) | value (mapped) | gradient (mapped) |"),
              "|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        c = row["case"]
-        lines.append(f"| `{c.objective}` | `{c.mode}` | `{c.agg}` | "
-                     f"{'yes' if c.weighted else 'no'} | {row['raw_value']:.1e} | "
-                     f"{row['raw_grad']:.1e} | {row['value']:.1e} | {row['grad']:.1e} |")
+    for (obj, mode, agg), r in merged.items():
+        w = "with and without" if len(r["weighted"]) == 2 else "without"
+        lines.append(f"| `{obj}` | `{mode}` | `{agg}` | {w} | {r['raw_value']:.1e} | "
+                     f"{r['raw_grad']:.1e} | {r['value']:.1e} | {r['grad']:.1e} |")
     return "\n".join(lines)
 
 
