@@ -222,3 +222,65 @@ def test_docs_example_runs(tmp_path):
     passes its own checks."""
     proc = run_example("integrations.md", "verl", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hierarchical_actor_loss_gates_verls_prompt_groups_and_domains():
+    """Property: hierarchical_ppo_loss (verl's ppo_loss, installed through the worker's
+    set_loss_fn hook) hands the micro-batch's uid and the named domain column to
+    fibration_fiberpo_domain: the loss and gradient are the objective with that hierarchy
+    (to 1e-12), not the flat one; micro-batches holding whole groups sum to the mini-batch."""
+    from functools import partial
+
+    from tensordict.tensorclass import NonTensorData, NonTensorStack
+
+    data = batch(2)
+    data["mask"][3, :2] = True
+    mask = data["mask"]
+    uids = ["q1", "q1", "q1", "q2", "q2", "q2"]
+    sources = ["math", "math", "math", "code", "code", "code"]
+    params = {"c_plus": [0.01, 0.02, 0.04], "c_minus": [0.01, 0.02, 0.03], "eps": 0.05}
+    config = actor_config(**{"policy_loss._target_": TARGET,
+                             "policy_loss.loss_mode": "fibration_fiberpo_domain",
+                             "+policy_loss.domain_key": "data_source",
+                             "+policy_loss.fibration.c_plus": params["c_plus"],
+                             "+policy_loss.fibration.c_minus": params["c_minus"],
+                             "+policy_loss.fibration.eps": params["eps"],
+                             "loss_agg_mode": "seq-mean-token-mean"})
+    loss_fn = partial(fverl.hierarchical_ppo_loss, config=config)  # what set_loss_fn takes
+    info = {"dp_size": 1, "batch_num_tokens": int(mask.sum()), "global_batch_size": 6}
+    total = torch.zeros((), dtype=torch.float64)
+    grad = torch.zeros_like(data["lp"])
+    for rows in (slice(0, 3), slice(3, 6)):
+        td, flat = _micro_batch(rows, data, info)
+        for key, labels in (("uid", uids), ("data_source", sources)):
+            td[key] = NonTensorStack.from_list([NonTensorData(x) for x in labels[rows]])
+        loss, _ = loss_fn(model_output={"log_probs": flat}, data=td)
+        (g,) = torch.autograd.grad(loss, flat)
+        total += loss.detach()
+        grad[rows] = _grad_rows(g, mask[rows])
+    lp = data["lp"].clone().requires_grad_(True)
+    w = torch.where(mask, data["w"], torch.zeros_like(data["w"]))
+    h = Hierarchy.from_padded(mask, group_ids=uids, domain_ids=sources)
+    ref = losses.compute("fiberpo_domain", lp, data["old"], data["adv"] * w, mask,
+                         hierarchy=h, **params).loss
+    (ref_grad,) = torch.autograd.grad(ref, lp)
+    flat_ref = losses.compute("fiberpo_domain", data["lp"], data["old"], data["adv"] * w, mask,
+                              c_plus=0.04, c_minus=0.03, eps=0.05).loss
+    ref = ref.detach()
+    assert abs(float(total - ref)) <= TOL * abs(float(ref)), (float(total), float(ref))
+    assert float((grad - ref_grad).abs().max()) <= TOL * float(ref_grad.abs().max())
+    assert abs(float(ref - flat_ref)) > 1e-6, "the hierarchy made no difference"
+
+
+def test_hierarchical_actor_loss_names_a_missing_column():
+    """Property: a domain column absent from the batch is named in the error."""
+    data = batch(2)
+    config = actor_config(**{"policy_loss._target_": TARGET,
+                             "policy_loss.loss_mode": "fibration_fiberpo_domain",
+                             "+policy_loss.domain_key": "topic"})
+    td, flat = _micro_batch(slice(0, 3), data, {"dp_size": 1, "batch_num_tokens": None,
+                                               "global_batch_size": None})
+    from tensordict.tensorclass import NonTensorData, NonTensorStack
+    td["uid"] = NonTensorStack.from_list([NonTensorData(x) for x in ["a", "a", "b"]])
+    with pytest.raises(ValueError, match="domain_key.*topic"):
+        fverl.hierarchical_ppo_loss(config, {"log_probs": flat}, td)

@@ -40,13 +40,18 @@ verl's configuration is honoured, never ignored:
   definitions of verl's counterpart loss (for PPO-family losses the dual-clipped tokens
   are counted in ``pg_clipfrac_lower`` only); every metric of the objective under
   ``actor/fibration/``.
-* Hierarchy: verl passes no prompt ids to policy losses; the function takes optional
-  ``group_ids``/``domain_ids`` keywords. Without them every row is its own trajectory and
-  ``fiberpo_domain`` reduces to ``fiberpo``.
+* Hierarchy: verl's ``ppo_loss`` passes no prompt ids to policy losses. Its hook for another
+  actor loss, ``set_loss_fn`` of the actor worker, takes :func:`hierarchical_ppo_loss`:
+  verl's ``ppo_loss`` unchanged, with the micro-batch's ``uid`` (prompt groups) and the
+  column ``policy_loss.domain_key`` (e.g. ``data_source``) handed to the ``fibration_*``
+  loss. Otherwise every row is its own trajectory and ``fiberpo_domain`` reduces to
+  ``fiberpo``; the functions also take ``group_ids``/``domain_ids`` keywords. A group or
+  domain spanning several micro-batches is gated with its micro-batch's aggregates.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -75,7 +80,12 @@ VERL_CLIP_DEFAULTS = {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high
                       "clip_ratio_c": 3.0}
 
 __all__ = ["PREFIX", "VERL_AGG_MODES", "VERL_PEERS", "compute_policy_loss",
-           "make_policy_loss", "register", "verl_params"]
+           "hierarchical_ppo_loss", "make_policy_loss", "register", "verl_params"]
+
+#: ``(group labels, domain labels or None)`` of the micro-batch in the current call of
+#: :func:`hierarchical_ppo_loss`, read by the policy loss that verl's ``ppo_loss`` calls
+_ROW_IDS: contextvars.ContextVar[tuple[list, list | None] | None] = contextvars.ContextVar(
+    "fibration_row_ids", default=None)
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -255,6 +265,8 @@ def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
         if bool((w[mask] < 0).any()):
             raise ValueError("rollout_is_weights must be >= 0 on the response tokens")
         adv = adv * (_row_geo_mean(w, mask) if objective == "gmpo" else w)
+    if group_ids is None and domain_ids is None and _ROW_IDS.get() is not None:
+        group_ids, domain_ids = _ROW_IDS.get()
     h = Hierarchy.from_padded(mask, group_ids=group_ids, domain_ids=domain_ids)
     lp64, old64 = log_prob.to(torch.float64), old_log_prob.detach().to(torch.float64)
     out = losses.compute(objective, lp64, old64, adv, mask, hierarchy=h, **merged)
@@ -268,6 +280,42 @@ def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
         metrics["actor/pg_clipfrac"] = out.metrics["clip_frac"]
     metrics.update({f"actor/fibration/{k}": v for k, v in out.metrics.items()})
     return loss.to(log_prob.dtype), metrics
+
+
+def _column(data: Any, key: str, name: str) -> list:
+    """The labels of ``data[key]`` (a verl ``TensorDict`` column) as a list."""
+    keys = list(data.keys())  # a TensorDict refuses `key in td`
+    if key not in keys:
+        raise ValueError(f"{name}: the batch has no column {key!r}; it has "
+                         f"{sorted(str(k) for k in keys)}")
+    col = data.get(key)
+    return col.tolist() if hasattr(col, "tolist") else list(col)
+
+
+def hierarchical_ppo_loss(config: Any, model_output: Any, data: Any, dp_group: Any = None
+                          ) -> tuple[Tensor, dict]:
+    """verl's actor loss ``verl.workers.utils.losses.ppo_loss`` with the micro-batch's prompt
+    groups and domains handed to the ``fibration_*`` policy loss.
+
+    ``data``: the engine's micro-batch (a ``TensorDict`` with ``len(data)`` rows); the group
+    labels are its column ``config.policy_loss.group_key`` (default ``uid``, verl's prompt
+    id), the domain labels its column ``config.policy_loss.domain_key`` (default none; e.g.
+    ``data_source``). Install it with verl's hook once the workers exist::
+
+        trainer.actor_rollout_wg.set_loss_fn(
+            functools.partial(hierarchical_ppo_loss, config=actor_config))
+    """
+    from verl.workers.utils.losses import ppo_loss
+
+    policy = _get(config, "policy_loss")
+    groups = _column(data, _get(policy, "group_key") or "uid", "policy_loss.group_key")
+    key = _get(policy, "domain_key")
+    domains = _column(data, key, "policy_loss.domain_key") if key else None
+    token = _ROW_IDS.set((groups, domains))
+    try:
+        return ppo_loss(config, model_output, data, dp_group)
+    finally:
+        _ROW_IDS.reset(token)
 
 
 def make_policy_loss(objective: str, **params) -> PolicyLoss:
@@ -334,8 +382,11 @@ else:
     @dataclasses.dataclass
     class FiberPolicyLossConfig(_PolicyLossConfig):
         """verl's ``PolicyLossConfig`` plus ``fibration``: the objective's parameters (e.g.
-        ``{"c_plus": 0.1, "eps": 0.04}``), settable from verl's command line."""
+        ``{"c_plus": 0.1, "eps": 0.04}``), settable from verl's command line; and the batch
+        columns :func:`hierarchical_ppo_loss` reads the group and domain labels from."""
 
         fibration: dict = dataclasses.field(default_factory=dict)
+        group_key: str = "uid"
+        domain_key: str | None = None
 
     __all__.append("FiberPolicyLossConfig")
