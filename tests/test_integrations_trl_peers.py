@@ -93,3 +93,29 @@ def test_gguf_checkpoint_trains(tmp_path):
     moved = max(float((p.detach() - before[n]).abs().max())
                 for n, p in model.named_parameters())
     assert moved > 0, "no weight changed"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_computed_in_float64(dtype, tmp_path):
+    """Property: with half-precision log-probs (the KL term on) the loss comes back in that
+    dtype and equals the float64 loss of the same (rounded) inputs to one rounding of the
+    result; the gradient is finite."""
+    from fibration_theory.integrations.trl import FiberGRPOTrainer
+
+    case = next(c for c in CASES if c.id == "dapo-kl-accumulated")
+    trainer = make_trainer(case, str(tmp_path))
+    inputs, lp = micro_batch(0, case.accumulation)
+    low = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point()
+           and k != "num_items_in_batch" else v for k, v in inputs.items()}
+    results = []
+    for batch, leaf in ((low, lp.to(dtype)), ({k: v.double() if torch.is_tensor(v) and
+                                              v.is_floating_point() else v
+                                              for k, v in low.items()}, lp.to(dtype).double())):
+        leaf = leaf.clone().requires_grad_(True)
+        trainer._get_per_token_logps_and_entropies = lambda *a, **k: (leaf, leaf.detach(), None)  # noqa: B023
+        loss = FiberGRPOTrainer._compute_loss(trainer, trainer.model, batch)
+        (grad,) = torch.autograd.grad(loss, leaf)
+        results.append((loss.detach(), grad))
+    (half, g_half), (full, _) = results
+    assert half.dtype == dtype and bool(torch.isfinite(g_half).all())
+    assert abs(float(half) - float(full)) <= torch.finfo(dtype).eps * abs(float(full))
