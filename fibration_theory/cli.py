@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("fibration_theory.simulations.reproduce", "run the experiments and write DIR/summary.json"),
     "lm": ("fibration_theory.simulations.lm.cli", "RL-fine-tune a small LM with FiberPO and the baselines"),
     "bench": ("fibration_theory.benchmarks.run", "time every objective against ppo_clip, and the exact solvers"),
+    "certify": ("fibration_theory.conformance.cli", "check the properties of every registered objective (the property matrix)"),
 }
 
 

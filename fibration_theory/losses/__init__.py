@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from fibration_theory.losses import apc, fiberpo, sequence, soft, token_clip  # noqa: F401
 from fibration_theory.losses.compute import LossOutput, compute
-from fibration_theory.losses.registry import REGISTRY, Batch, Surrogate, register
+from fibration_theory.losses.registry import (
+    COUPLINGS,
+    REGISTRY,
+    Batch,
+    Coupling,
+    Surrogate,
+    register,
+)
 
 
 def available() -> list[str]:
@@ -28,4 +35,30 @@ def describe(name: str) -> str:
     return get(name).summary
 
 
-__all__ = ["available", "compute", "describe", "register", "Batch", "Surrogate", "LossOutput"]
+def parameters(name: str) -> dict[str, object]:
+    """An objective's hyperparameters and their defaults."""
+    from fibration_theory.losses.registry import get
+
+    return dict(get(name).params)
+
+
+def coupling(name: str) -> Coupling | None:
+    """The coupling level an objective declares (``register(..., coupling=...)``), or None."""
+    from fibration_theory.losses.registry import get
+
+    return get(name).coupling
+
+
+__all__ = [
+    "COUPLINGS",
+    "Batch",
+    "Coupling",
+    "LossOutput",
+    "Surrogate",
+    "available",
+    "compute",
+    "coupling",
+    "describe",
+    "parameters",
+    "register",
+]

@@ -70,7 +70,7 @@ def apc_gate(log_ratio: Tensor, mask: Tensor, codes: Tensor, delta: float
 
 
 @register("apc", "APC-Obj: per-state TV budget shared across tokens, 1 + clip(r-1, B) (eq 3)",
-          states=True)
+          states=True, coupling="token")
 def apc(batch: Batch, *, delta: float = 0.2, agg: AggMode = "token-mean") -> Surrogate:
     """APC-Obj (eq 3) with radius ``delta``; the batch's ``state_ids`` ``[B, T]`` ints name
     each token's state (tokens sharing a prefix share a state; default: every token its own

@@ -23,7 +23,8 @@ def _surrogate(batch: Batch, plan: GatePlan, agg: AggMode) -> Surrogate:
     return Surrogate(RGF(mu, ratio, batch.advantages), reg.metrics() if reg else {}, reg)
 
 
-@register("fiberpo", "FiberPO: sign-split base gate g_agg x logclip fiber residual (eq 80)")
+@register("fiberpo", "FiberPO: sign-split base gate g_agg x logclip fiber residual (eq 80)",
+          coupling="trajectory")
 def fiberpo(batch: Batch, *, c_plus: float = 0.12, c_minus: float = 0.05, eps: float = 0.04,
             delta: float | None = None, agg: AggMode = "seq-mean-token-mean") -> Surrogate:
     """FiberPO, minus eq 80 as a loss.
@@ -39,7 +40,8 @@ def fiberpo(batch: Batch, *, c_plus: float = 0.12, c_minus: float = 0.05, eps: f
     return _surrogate(batch, plan, agg)
 
 
-@register("fiberpo_domain", "FiberPO-Domain: FGH gates at domain, group, trajectory (eq 30-33)")
+@register("fiberpo_domain", "FiberPO-Domain: FGH gates at domain, group, trajectory (eq 30-33)",
+          coupling="domain")
 def fiberpo_domain(batch: Batch, *, c_plus: Budget = 0.12, c_minus: Budget = 0.05,
                    eps: float = 0.04, delta: Budget | None = None,
                    agg: AggMode = "seq-mean-token-mean") -> Surrogate:

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 
@@ -66,6 +67,13 @@ class Surrogate:
 
 Objective = Callable[..., Surrogate]
 
+#: How far a token's gradient reaches, finest first: the finest level outside which the
+#: gradient at a token does not depend on other tokens' log-ratios (``token``: on its own
+#: log-ratio only; ``trajectory``: block-diagonal over trajectories, Property 5.3; ``group``,
+#: ``domain``: over prompt groups, domains; ``batch``: anywhere in the batch).
+Coupling = Literal["token", "trajectory", "group", "domain", "batch"]
+COUPLINGS: tuple[str, ...] = get_args(Coupling)
+
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
@@ -73,6 +81,7 @@ class Entry:
     fn: Objective
     summary: str
     states: bool = False
+    coupling: Coupling | None = None  # declared by the objective; None: undeclared
 
     @functools.cached_property
     def params(self) -> dict[str, object]:
@@ -84,20 +93,25 @@ class Entry:
 REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, summary: str, *, states: bool = False
-             ) -> Callable[[Objective], Objective]:
+def register(name: str, summary: str, *, states: bool = False,
+             coupling: Coupling | None = None) -> Callable[[Objective], Objective]:
     """Register ``fn`` under ``name`` when the decorated definition runs (on import of its
     module; see the module docstring); a duplicate name is an error, never an overwrite.
 
     ``states=True``: the objective reads ``batch.state_ids`` (``compute(..., state_ids=)``);
-    other objectives refuse state ids.
+    other objectives refuse state ids. ``coupling`` declares the coarsest level through which
+    the objective's gradient at a token may depend on other tokens' log-ratios with its
+    default hyperparameters (one of :data:`COUPLINGS`; ``fibration certify`` checks it against
+    the measured Jacobian).
     """
+    if coupling is not None and coupling not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {COUPLINGS} or None, got {coupling!r}")
 
     def wrap(fn: Objective) -> Objective:
         if name in REGISTRY:
             raise ValueError(f"objective {name!r} is already registered "
                              f"(by {REGISTRY[name].fn.__module__})")
-        REGISTRY[name] = Entry(name, fn, summary, states)
+        REGISTRY[name] = Entry(name, fn, summary, states, coupling)
         return fn
 
     return wrap

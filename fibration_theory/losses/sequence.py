@@ -26,7 +26,8 @@ def _row_advantage(batch: Batch) -> Tensor:
     return adv[:, None].expand_as(batch.advantages)
 
 
-@register("gspo", "GSPO: clip of s = exp(mean log r) per sequence (Zheng et al. 2025)")
+@register("gspo", "GSPO: clip of s = exp(mean log r) per sequence (Zheng et al. 2025)",
+          coupling="trajectory")
 def gspo(batch: Batch, *, eps_low: float = 3e-4, eps_high: float = 4e-4,
          agg: AggMode = "seq-mean-token-mean") -> Surrogate:
     """GSPO (Zheng et al. 2025, arXiv 2507.18071): ``s_tau = exp((1/T_tau) sum_t log r_t)``,
@@ -41,7 +42,8 @@ def gspo(batch: Batch, *, eps_low: float = 3e-4, eps_high: float = 4e-4,
                      {"clip_frac": float((clipped[:, 0] & valid).sum()) / max(int(valid.sum()), 1)})
 
 
-@register("gspo_token", "GSPO-token: per-token s_i = sg(s) r_i / sg(r_i) (Zheng et al. 2025)")
+@register("gspo_token", "GSPO-token: per-token s_i = sg(s) r_i / sg(r_i) (Zheng et al. 2025)",
+          coupling="trajectory")
 def gspo_token(batch: Batch, *, eps_low: float = 3e-4, eps_high: float = 4e-4,
                agg: AggMode = "seq-mean-token-mean") -> Surrogate:
     """GSPO-token (Zheng et al. 2025, eq 13-14): ``s_i = sg(s_tau) * r_i / sg(r_i)`` carries
@@ -56,7 +58,8 @@ def gspo_token(batch: Batch, *, eps_low: float = 3e-4, eps_high: float = 4e-4,
                      {"clip_frac": fraction(clipped, batch.mask)})
 
 
-@register("gmpo", "GMPO: geometric mean of log-space-clipped token ratios (Zhao et al. 2025)")
+@register("gmpo", "GMPO: geometric mean of log-space-clipped token ratios (Zhao et al. 2025)",
+          coupling="trajectory")
 def gmpo(batch: Batch, *, eps_low: float = 0.4, eps_high: float = 0.4,
          agg: AggMode = "seq-mean-token-mean") -> Surrogate:
     """GMPO (Zhao et al. 2025, arXiv 2507.20673): per sequence

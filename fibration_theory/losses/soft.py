@@ -20,7 +20,8 @@ Tensor = torch.Tensor
 SAPO_Z_MAX = 1000.0
 
 
-@register("cispo", "CISPO: stop-gradient clipped IS weight times log-prob (MiniMax-M1 2025)")
+@register("cispo", "CISPO: stop-gradient clipped IS weight times log-prob (MiniMax-M1 2025)",
+          coupling="token")
 def cispo(batch: Batch, *, eps_low: float = 1.0, eps_high: float = 0.28,
           agg: AggMode = "token-mean") -> Surrogate:
     """CISPO (MiniMax 2025, arXiv 2506.13585): ``J = sum mu sg(clip(r, 1-eps_low, 1+eps_high))
@@ -44,7 +45,8 @@ def cispo(batch: Batch, *, eps_low: float = 1.0, eps_high: float = 0.28,
                      {"clip_frac": fraction(clipped_log != x.detach(), batch.mask)})
 
 
-@register("sapo", "SAPO: soft sigmoid gate (4/tau) sigmoid(tau (r-1)) (Gao et al. 2025)")
+@register("sapo", "SAPO: soft sigmoid gate (4/tau) sigmoid(tau (r-1)) (Gao et al. 2025)",
+          coupling="token")
 def sapo(batch: Batch, *, tau_pos: float = 1.0, tau_neg: float = 1.05,
          agg: AggMode = "seq-mean-token-mean") -> Surrogate:
     """SAPO (Gao et al. 2025, arXiv 2511.20347, eq 1): ``G(r) = (4/tau) sigmoid(tau (r - 1))``

@@ -68,7 +68,8 @@ def _token_clip(batch: Batch, eps_low: float, eps_high: float, agg: AggMode,
                      {"clip_frac": fraction(clipped, batch.mask)})
 
 
-@register("ppo_clip", "token PPO-clip, min(rA, clip(r)A) (Schulman et al. 2017); dual-clip option")
+@register("ppo_clip", "token PPO-clip, min(rA, clip(r)A) (Schulman et al. 2017); dual-clip option",
+          coupling="token")
 def ppo_clip(batch: Batch, *, eps_low: float = 0.2, eps_high: float = 0.2,
              dual_clip: float | None = None, agg: AggMode = "token-mean") -> Surrogate:
     """PPO-clip (Schulman et al. 2017, arXiv 1707.06347; eps = 0.2), token-mean as in verl.
@@ -79,7 +80,8 @@ def ppo_clip(batch: Batch, *, eps_low: float = 0.2, eps_high: float = 0.2,
     return _token_clip(batch, eps_low, eps_high, agg, dual_clip)
 
 
-@register("grpo", "GRPO: PPO-clip with seq-mean-token-mean weights (Shao et al. 2024)")
+@register("grpo", "GRPO: PPO-clip with seq-mean-token-mean weights (Shao et al. 2024)",
+          coupling="token")
 def grpo(batch: Batch, *, eps_low: float = 0.2, eps_high: float = 0.2,
          dual_clip: float | None = None, agg: AggMode = "seq-mean-token-mean") -> Surrogate:
     """GRPO (Shao et al. 2024, DeepSeekMath, arXiv 2402.03300): per-token clip with
@@ -89,7 +91,8 @@ def grpo(batch: Batch, *, eps_low: float = 0.2, eps_high: float = 0.2,
     return _token_clip(batch, eps_low, eps_high, agg, dual_clip)
 
 
-@register("dr_grpo", "Dr.GRPO: PPO-clip with a constant normalizer |Tj| L (Liu et al. 2025)")
+@register("dr_grpo", "Dr.GRPO: PPO-clip with a constant normalizer |Tj| L (Liu et al. 2025)",
+          coupling="token")
 def dr_grpo(batch: Batch, *, eps_low: float = 0.2, eps_high: float = 0.2,
             norm_length: float | None = None, dual_clip: float | None = None,
             agg: AggMode = "seq-mean-token-sum-norm") -> Surrogate:
@@ -100,7 +103,8 @@ def dr_grpo(batch: Batch, *, eps_low: float = 0.2, eps_high: float = 0.2,
     return _token_clip(batch, eps_low, eps_high, agg, dual_clip, norm_length=norm_length)
 
 
-@register("dapo", "DAPO: clip-higher 0.2/0.28 with token-mean weights (Yu et al. 2025)")
+@register("dapo", "DAPO: clip-higher 0.2/0.28 with token-mean weights (Yu et al. 2025)",
+          coupling="token")
 def dapo(batch: Batch, *, eps_low: float = 0.2, eps_high: float = 0.28,
          dual_clip: float | None = None, agg: AggMode = "token-mean") -> Surrogate:
     """DAPO (Yu et al. 2025, arXiv 2503.14476): decoupled clip ``eps_low = 0.2``,
