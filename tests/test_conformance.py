@@ -99,6 +99,16 @@ def test_on_policy_gradient(register):
     res = certify(bad, "on_policy_gradient")
     assert res.status == "fails", res
     assert res.counterexample["got"] == pytest.approx(2 * res.counterexample["expected"])
+    assert certify(bad, "on_policy_gradient_outcome").status == "fails"
+
+
+def test_on_policy_gradient_outcome_separates_sequence_objectives():
+    """Property: GSPO pairs tokens with their row's mean advantage: it fails the token-level
+    check on a row with two different advantages and holds with one advantage per row."""
+    res = certify("gspo", "on_policy_gradient")
+    assert res.status == "fails"
+    assert len(set(res.counterexample["batch"]["advantages"][0])) == 2, res.counterexample
+    assert certify("gspo", "on_policy_gradient_outcome").status == "holds"
 
 
 # --------------------------------------------------------------------- advantages

@@ -14,6 +14,7 @@ from fibration_theory.conformance.properties import (
     FINITE_EXTREMES,
     LENGTH_BIAS,
     ON_POLICY_GRADIENT,
+    ON_POLICY_GRADIENT_OUTCOME,
     ON_POLICY_VALUE,
     PERMUTATION_INVARIANT,
     Property,
@@ -23,8 +24,9 @@ from fibration_theory.conformance.trust_region import TRUST_REGION
 
 #: every property, in report order; ids are fixed
 PROPERTIES: dict[str, Property] = {p.id: p for p in (
-    ON_POLICY_VALUE, ON_POLICY_GRADIENT, ADVANTAGE_HOMOGENEOUS, COUPLING, TRUST_REGION,
-    FINITE_EXTREMES, PERMUTATION_INVARIANT, DATA_PARALLEL_EXACT, LENGTH_BIAS)}
+    ON_POLICY_VALUE, ON_POLICY_GRADIENT, ON_POLICY_GRADIENT_OUTCOME, ADVANTAGE_HOMOGENEOUS,
+    COUPLING, TRUST_REGION, FINITE_EXTREMES, PERMUTATION_INVARIANT, DATA_PARALLEL_EXACT,
+    LENGTH_BIAS)}
 
 #: examples per example-driven property when not told otherwise
 DEFAULT_MAX_EXAMPLES = 25

@@ -22,12 +22,7 @@ import torch
 from hypothesis import strategies as st
 
 from fibration_theory.conformance import strategies as S
-from fibration_theory.conformance.properties import (
-    Property,
-    _close,
-    _grad_close,
-    _worst,
-)
+from fibration_theory.conformance.properties import Property, close, grad_close, worst_entry
 from fibration_theory.conformance.search import Budget, Objective, Result, Violation, search
 
 Tensor = torch.Tensor
@@ -142,15 +137,15 @@ def run(objective: Objective, budget: Budget) -> Result:
             raise Violation(f"the data-parallel helper raised: {errors[0]}")
         shares = sum(a[1] for a in answers)
         for label, got in (("global loss", answers[0][2]), ("sum of the ranks' shares", shares)):
-            if not _close(got, whole.loss, whole.scale):
+            if not close(got, whole.loss, whole.scale):
                 raise Violation(f"{label} {got!r} differs from the whole batch's {whole.loss!r}",
                                 loss=whole.loss, sharded=got)
         grad = torch.zeros_like(whole.grad)
         grad[:k, :parts[0].mask.shape[1]] = answers[0][3]
         grad[k:, :parts[1].mask.shape[1]] = answers[1][3]
-        if not _grad_close(grad, whole.grad):
+        if not grad_close(grad, whole.grad):
             raise Violation("the ranks' gradients differ from the whole batch's",
-                            **_worst(grad, whole.grad))
+                            **worst_entry(grad, whole.grad))
 
     try:
         counter, _ = search(S.batches(min_rows=2).flatmap(_split), check, budget,

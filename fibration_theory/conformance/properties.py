@@ -48,16 +48,19 @@ def _masked(case: S.Case, x: Tensor) -> Tensor:
     return torch.where(case.mask, x, torch.zeros_like(x))
 
 
-def _close(got: float, want: float, scale: float) -> bool:
+def close(got: float, want: float, scale: float) -> bool:
+    """``|got - want| <= IDENTITY_RTOL * scale``."""
     return abs(got - want) <= IDENTITY_RTOL * scale
 
 
-def _grad_close(got: Tensor, want: Tensor) -> bool:
+def grad_close(got: Tensor, want: Tensor) -> bool:
+    """Entrywise within ``IDENTITY_RTOL`` of the larger of the two largest entries."""
     scale = float(torch.maximum(got.abs().max(), want.abs().max()))
     return float((got - want).abs().max()) <= IDENTITY_RTOL * scale
 
 
-def _worst(got: Tensor, want: Tensor) -> dict[str, Any]:
+def worst_entry(got: Tensor, want: Tensor) -> dict[str, Any]:
+    """Where ``got`` and ``want`` (``[B, T]``) differ most, and their values there."""
     i = int((got - want).abs().argmax())
     row, tok = divmod(i, got.shape[1])
     return {"at": [row, tok], "got": float(got[row, tok]), "expected": float(want[row, tok])}
@@ -85,7 +88,7 @@ def check_on_policy_value(objective: Objective, case: S.Case) -> None:
     adv = _masked(c, c.advantages)
     want = -float((ev.weights * adv).sum())
     scale = float((ev.weights * adv).abs().sum()) + ev.scale
-    if not _close(ev.loss, want, scale):
+    if not close(ev.loss, want, scale):
         raise Violation(f"on-policy loss {ev.loss!r} differs from -sum(mu * A) = {want!r}",
                         loss=ev.loss, expected=want)
 
@@ -94,8 +97,8 @@ def check_on_policy_gradient(objective: Objective, case: S.Case) -> None:
     c = S.on_policy(case)
     ev = objective.evaluate(c)
     want = -ev.weights * _masked(c, c.advantages)
-    if not _grad_close(ev.grad, want):
-        raise Violation("on-policy gradient differs from -mu * A", **_worst(ev.grad, want))
+    if not grad_close(ev.grad, want):
+        raise Violation("on-policy gradient differs from -mu * A", **worst_entry(ev.grad, want))
 
 
 ON_POLICY_VALUE = Property(
@@ -118,18 +121,28 @@ ON_POLICY_GRADIENT = Property(
     "Property 5.4 (the Jacobian of FiberPO's gating map is the identity on-policy).",
     example_property(S.batches(), check_on_policy_gradient))
 
+ON_POLICY_GRADIENT_OUTCOME = Property(
+    "on_policy_gradient_outcome", "at r = 1 the gradient is -mu A, one advantage per row",
+    "Thm 4.5, App C.4",
+    "`on_policy_gradient` restricted to outcome advantages: every token of a row carries the "
+    "row's advantage, as outcome rewards with group-relative advantages give (GRPO, GSPO; App "
+    "C.3-C.4). Sequence objectives, which pair each token with its row's mean advantage, "
+    "agree with the policy gradient here; an objective that fails `on_policy_gradient` but "
+    "holds this one is first-order exact for outcome rewards only.",
+    example_property(S.batches(outcome=True), check_on_policy_gradient))
+
 
 # --------------------------------------------------------------------- advantage scaling
 def check_homogeneous(objective: Objective, example: tuple[S.Case, float]) -> None:
     case, c = example
     base = objective.evaluate(case)
     scaled = objective.evaluate(case, advantages=case.advantages * c)
-    if not _close(scaled.loss, c * base.loss, c * base.scale + scaled.scale):
+    if not close(scaled.loss, c * base.loss, c * base.scale + scaled.scale):
         raise Violation(f"loss(c A) = {scaled.loss!r} differs from c loss(A) = "
                         f"{c * base.loss!r}", loss_scaled=scaled.loss, c_times_loss=c * base.loss)
-    if not _grad_close(scaled.grad, c * base.grad):
+    if not grad_close(scaled.grad, c * base.grad):
         raise Violation("gradient of loss(c A) differs from c times that of loss(A)",
-                        **_worst(scaled.grad, c * base.grad))
+                        **worst_entry(scaled.grad, c * base.grad))
 
 
 ADVANTAGE_HOMOGENEOUS = Property(
@@ -152,13 +165,13 @@ def check_permutation(objective: Objective, example: tuple[S.Case, list[int]]) -
     case, perm = example
     base = objective.evaluate(case)
     moved = objective.evaluate(case.take_rows(perm))
-    if not _close(moved.loss, base.loss, base.scale + moved.scale):
+    if not close(moved.loss, base.loss, base.scale + moved.scale):
         raise Violation(f"permuted loss {moved.loss!r} differs from {base.loss!r}",
                         loss=base.loss, permuted_loss=moved.loss)
     want = base.grad[torch.as_tensor(perm)]
-    if not _grad_close(moved.grad, want):
+    if not grad_close(moved.grad, want):
         raise Violation("the permuted batch's gradient is not the permuted gradient",
-                        **_worst(moved.grad, want))
+                        **worst_entry(moved.grad, want))
 
 
 PERMUTATION_INVARIANT = Property(
