@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from docs_examples import run_example
 
 from fibration_theory import Hierarchy, losses
 from fibration_theory.integrations import microbatch
@@ -110,3 +111,11 @@ def test_bad_input_names_the_argument():
         p.loss(0, torch.zeros(2, T, dtype=torch.float64))
     with pytest.raises(ValueError, match="j:"):
         p.loss(3, torch.zeros(3, T, dtype=torch.float64))
+
+
+def test_docs_example_runs(tmp_path):
+    """Property: the micro-batch example of docs/integrations.md runs as written and passes its
+    own check against the whole batch."""
+    proc = run_example("integrations.md", "microbatch", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "micro-batched gradient == whole batch" in proc.stdout
