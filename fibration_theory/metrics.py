@@ -70,11 +70,18 @@ def ratio_metrics(log_ratio: Tensor, hierarchy: Hierarchy, *, masked: bool = Fal
         "approx_kl/k3": float(k3),
         "tv/token": float(tv),
         "empty_rows": float(b - int(valid.sum())),
-        "tv/trajectory": float((0.5 * np.abs(np.expm1(row_mean))).mean()),
+        "tv/trajectory": _trajectory_tv(row_mean),
     }
     for lv, value in zip(hierarchy.levels, level_tv):
         out[f"tv/{lv.name}"] = float(value)
     return out
+
+
+def _trajectory_tv(row_mean: np.ndarray) -> float:
+    """Mean of ``|exp(mean log r) - 1| / 2`` over rows; ``inf`` (without a warning) when a row's
+    ratio is beyond float64's range, as ``ratio/max`` reports it."""
+    with np.errstate(over="ignore"):
+        return float((0.5 * np.abs(np.expm1(row_mean))).mean())
 
 
 def _exp(v: float) -> float:

@@ -136,3 +136,19 @@ if __name__ == "__main__":  # count the grid's cases and failures
     print(f"{len(results)} cases, {len(bad)} failures")
     for r in bad:
         print(" ", r)
+
+
+def test_ratio_metrics_report_overflowing_trajectory_tv_as_inf_without_warning():
+    """A trajectory whose mean log-ratio is past float64's range has TV ``inf``, silently."""
+    import warnings
+
+    from fibration_theory.hierarchy import Hierarchy
+    from fibration_theory.metrics import ratio_metrics
+
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    log_ratio = torch.tensor([[1e4, 1e4, 1e4], [0.0, 0.1, -0.1]], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ratio_metrics(log_ratio, Hierarchy.from_padded(mask))
+    assert out["tv/trajectory"] == math.inf
+    assert out["ratio/max"] == math.inf

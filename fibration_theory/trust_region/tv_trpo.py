@@ -27,6 +27,8 @@ a single sampled action, where (65) forces ``Delta = 0`` and eq 69 is infeasible
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 from collections.abc import Mapping
 from typing import Literal
@@ -122,6 +124,21 @@ def unit_tv_maximizer(advantages: ArrayLike, counts: ArrayLike, states: ArrayLik
     return unit, pairs.T_s * half_spread
 
 
+def _step(m: float, norm: float, g: float) -> float:
+    """``t* = (1 - gamma) M / (8 gamma ||A||)`` (Thm D.3), evaluated in this order (the digits every
+    stored result was made with); where a product overflows (advantages near 1e308), regrouped
+    as ``(1 - gamma)/(8 gamma) * (M/||A||)``, finite because ``M <= ||A||`` (Lemma D.2)."""
+    num, den = (1.0 - g) * m, 8.0 * g * norm
+    return num / den if math.isfinite(num) and math.isfinite(den) else (1.0 - g) / (8.0 * g) * (m / norm)
+
+
+def _objective(m: float, norm: float, g: float) -> float:
+    """``M^2 / (16 gamma ||A||)`` (Thm D.3), regrouped as ``M (M/||A||) / (16 gamma)`` only where
+    ``M^2`` or the denominator overflows (the same rule as :func:`_step`)."""
+    num, den = m * m, 16.0 * g * norm
+    return num / den if math.isfinite(num) and math.isfinite(den) else m * (m / norm) / (16.0 * g)
+
+
 def solve_tv_trpo(advantages: ArrayLike, counts: ArrayLike, states: ArrayLike, *,
                   gamma: float, state_weights: ArrayLike | Mapping[int, float] | None = None,
                   tie_norm: TieNorm = "pairs") -> TVTRPOSolution:
@@ -144,10 +161,9 @@ def solve_tv_trpo(advantages: ArrayLike, counts: ArrayLike, states: ArrayLike, *
     m_s = pairs.T_s * half_spread
     m = float(np.sum(w * half_spread))  # M = sum_s w_s M(s)/T_s
     norm = float(np.max(np.abs(adv)))
-    t_star = (1.0 - g) / (8.0 * g) * (m / norm) if norm > 0 else 0.0
+    t_star = _step(m, norm, g) if norm > 0 else 0.0
     delta = t_star * unit
-    # M^2 / (16 gamma ||A||) as M * (M/||A||) / (16 gamma): M <= ||A|| (Lemma D.2), no overflow
-    objective = m * (m / norm) / (16.0 * g) if (norm > 0 and g < 1.0) else 0.0
+    objective = _objective(m, norm, g) if (norm > 0 and g < 1.0) else 0.0
     return TVTRPOSolution(
         delta=_frozen(delta), unit_maximizer=_frozen(unit), t_star=t_star, M=m,
         M_s=_frozen(m_s), state_ids=_frozen(pairs.state_ids.copy()), T_s=_frozen(pairs.T_s),
