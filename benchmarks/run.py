@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     result["wall_s"] = time.perf_counter() - t0
     result["targets"] = [{"target": t, "met": ok, "measured": m}
                          for t, ok, m in report.targets(result)]
-    text.append("Targets (issue 5)\n\n" + report.targets_table(result))
+    text.append("Targets\n\n" + report.targets_table(result))
     print("\n\n".join(text))
     print(f"\nwall time {result['wall_s']:.0f} s; load average at start "
           f"{result['machine']['load_average_at_start']}")

@@ -16,7 +16,7 @@ seconds on one CPU thread and that every quantity of interest is exact:
   capped at ``k_p + 1`` (a dead completion), are the sum of a per-prompt table and a table
   *shared by the domain* (indexed by ``(domain, t, e)``). That triple is a Markov state for
   the reward, so the policy is exactly tabular, and all completions of one prompt share their
-  first state, as LLM completions share their prompt (brief section 6). The shared table is
+  first state, as LLM completions share their prompt. The shared table is
   what makes an update on some prompts move the others (generalisation and interference,
   as parameter sharing does in a language model), so an over-large step can hurt.
 * The initial per-prompt table puts probability ``p0_p`` on the correct token at every state

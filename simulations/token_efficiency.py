@@ -1,4 +1,6 @@
-"""Token-efficiency study: group-relative RL on the tabular sequence task (brief section 5).
+"""Token-efficiency study: group-relative RL on the tabular sequence task.
+
+Does FiberPO reach a reward threshold in fewer sampled tokens than GRPO?
 
 The whole algorithm is :func:`train` (cleanrl-style, one function):
 
