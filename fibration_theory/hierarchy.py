@@ -77,7 +77,8 @@ class Hierarchy:
 
         Args:
             mask: ``[B, T]`` bool or 0/1; True marks response tokens.
-            group_ids: ``[B]`` prompt-group label per row (ints or hashables), optional.
+            group_ids: ``[B]`` prompt-group label per row, optional: integers or labels such as
+                strings (floats, bools and nested sequences are refused).
             domain_ids: ``[B]`` domain label per row, optional.
             levels: instead of the two shortcuts, any chain of nested levels ordered coarse
                 to fine, as ``{name: ids}`` or a list of ids (named ``level0``, ...).
