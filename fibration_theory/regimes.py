@@ -50,16 +50,6 @@ def global_regime(plus: Tensor, minus: Tensor) -> Tensor:
     return label.to(torch.long)
 
 
-def local_regime(clipped: Tensor, mask: Tensor) -> Tensor:
-    """``clipped``: ``[B, T]`` bool, token's fiber residual at or past ``eps``.
-
-    Returns ``[B]`` long index of ``LOCAL_LABELS`` (empty rows get L-I).
-    """
-    n_eps = (clipped & mask).sum(1)
-    n = mask.sum(1)
-    return torch.where(n_eps == 0, 0, torch.where(n_eps == n, 2, 1)).to(torch.long)
-
-
 def occupancy(labels: Tensor, valid: Tensor, names: tuple[str, ...], prefix: str) -> dict[str, float]:
     """Fraction of valid rows in each regime, keyed ``f"{prefix}{name}"``."""
     n = max(int(valid.sum()), 1)
