@@ -86,6 +86,8 @@ def all_methods() -> dict[str, Method]:
         _m("cispo", "cispo", ("eps_high",)),
         _m("gmpo", "gmpo", ("eps_low", "eps_high")),
         _m("apc", "apc", ("delta",)),
+        # the public unofficial plugin's FiberPO (alphadl/FibrationPO), not the paper's gate
+        _m("fiberpo_clamp", "fiberpo_clamp", ("delta", "eps")),
     ]
     return {m.name: m for m in ms}
 

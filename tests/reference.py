@@ -48,6 +48,21 @@ def fiberpo_G(x: np.ndarray, mask: np.ndarray, cp: float, cm: float, eps: float)
     return G
 
 
+def fiberpo_clamp_G(x: np.ndarray, mask: np.ndarray, delta: float, eps: float) -> np.ndarray:
+    """The public plugin's rule (alphadl/FibrationPO 5f048ff, fiberpo/fbg.py) token by token:
+    ratio exp(clamp(x, -20, 20)) floored at 1e-8, base clamp(mean log r, -delta, delta),
+    gated exp(base) * exp(clip(log r - base, -eps, eps))."""
+    G = np.ones_like(x)
+    for b, toks in enumerate(rows(mask)):
+        if not toks:
+            continue
+        lr = {t: math.log(max(math.exp(clip(x[b, t], -20.0, 20.0)), 1e-8)) for t in toks}
+        base = clip(sum(lr.values()) / len(toks), -delta, delta)
+        for t in toks:
+            G[b, t] = math.exp(base) * math.exp(clip(lr[t] - base, -eps, eps))
+    return G
+
+
 def fiberpo_domain_G(x, mask, group, domain, cp, cm, eps) -> np.ndarray:
     """Eqs 31-33 token by token: aggregates of groups and domains as eq 33 writes them."""
     R = rows(mask)
@@ -141,5 +156,8 @@ def objective(name: str, x: np.ndarray, adv: np.ndarray, mask: np.ndarray, **p) 
         return token_mean((1 + np.clip(np.exp(x) - 1, -d, d)) * adv, mask)
     if name == "fiberpo":
         G = fiberpo_G(x, mask, p.get("c_plus", .12), p.get("c_minus", .05), p.get("eps", .04))
+        return seq_mean_token_mean(G * adv, mask)
+    if name == "fiberpo_clamp":
+        G = fiberpo_clamp_G(x, mask, p.get("delta", .2), p.get("eps", .2))
         return seq_mean_token_mean(G * adv, mask)
     raise KeyError(name)

@@ -11,7 +11,14 @@
 
 from __future__ import annotations
 
-from fibration_theory.losses import apc, fiberpo, sequence, soft, token_clip  # noqa: F401
+from fibration_theory.losses import (  # noqa: F401
+    apc,
+    fiberpo,
+    fiberpo_clamp,
+    sequence,
+    soft,
+    token_clip,
+)
 from fibration_theory.losses.compute import LossOutput, compute
 from fibration_theory.losses.registry import (
     COUPLINGS,

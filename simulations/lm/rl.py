@@ -47,7 +47,7 @@ Tensor = torch.Tensor
 #: result name -> method of :mod:`fibration_theory.simulations.methods`; FiberPO-Domain gets one budget pair
 #: per level (domain, group, trajectory), as the issue asks
 LM_METHODS = {"fiberpo": "fiberpo", "fiberpo_domain": "fiberpo_domain_levels", "grpo": "grpo",
-              "gspo": "gspo", "dapo": "dapo"}
+              "gspo": "gspo", "dapo": "dapo", "fiberpo_clamp": "fiberpo_clamp"}
 
 
 @dataclasses.dataclass(frozen=True)
