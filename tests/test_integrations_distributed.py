@@ -66,6 +66,7 @@ CASES = [
     Case("fiberpo_domain", "fiberpo_domain", {"c_plus": 0.05, "c_minus": 0.03, "eps": 0.1}),
     Case("fiberpo_domain-levels", "fiberpo_domain",
          {"c_plus": [0.02, 0.04, 0.08], "c_minus": [0.01, 0.03, 0.05], "eps": 0.1}),
+    Case("fiberpo_clamp", "fiberpo_clamp", {"delta": 0.05, "eps": 0.1}),
 ]
 
 

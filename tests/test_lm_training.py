@@ -195,7 +195,8 @@ def test_warm_start_is_trained_once_and_reused(tmp_path):
 
 def test_plan_and_command_errors(tmp_path, monkeypatch):
     plan = make_plan(quick=True, device="cpu", model=None, out=tmp_path)
-    assert plan.methods == ("fiberpo", "fiberpo_domain", "grpo", "gspo", "dapo")
+    assert plan.methods == ("fiberpo", "fiberpo_domain", "grpo", "gspo", "dapo",
+                            "fiberpo_clamp")
     assert not set(plan.tune_seeds) & set(plan.seeds)  # tuning never sees evaluation seeds
     pre = make_plan(quick=True, device="cpu", model="smollm2", out=tmp_path)
     assert pre.tune_seeds == () and pre.rl.tasks.fmt == "fewshot"
