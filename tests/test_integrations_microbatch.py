@@ -101,6 +101,27 @@ def test_fresh_samples_need_no_model_pass(name):
     assert _rel(grad_m2, grad_w2) > 1e-3
 
 
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+def test_weights_are_the_whole_steps(agg):
+    """Property: ``StepPlan.weights(j)`` is micro-batch ``j``'s block of the whole batch's RGF
+    weights (the weights a per-token penalty such as a KL estimate must take); with
+    ``token-mean`` they are ``1/T`` of the whole batch, not of the micro-batch."""
+    theta, feats, old, adv, mask, groups, domains = _batch(3)
+    h = Hierarchy.from_padded(mask, group_ids=groups, domain_ids=domains)
+    whole = losses.compute("fiberpo_domain", _log_prob(theta, feats).detach(), old, adv, mask,
+                           hierarchy=h, agg=agg)
+    p = microbatch.plan("fiberpo_domain", _parts(old), _parts(adv), _parts(mask),
+                        log_probs=_parts(_log_prob(theta, feats).detach()),
+                        group_ids=_parts(groups), domain_ids=_parts(domains), agg=agg)
+    got = torch.cat([p.weights(j) for j in range(len(SPLITS))])
+    assert torch.equal(got, whole.weights)
+    if agg == "token-mean":
+        assert torch.allclose(got[mask], torch.full_like(got[mask], 1 / float(mask.sum())),
+                              rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match="j:"):
+        p.weights(len(SPLITS))
+
+
 def test_bad_input_names_the_argument():
     _, _, old, adv, mask, groups, _ = _batch(2)
     with pytest.raises(ValueError, match="advantages"):

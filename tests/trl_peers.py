@@ -85,7 +85,10 @@ def make_trainer(case: Case, out_dir: str):
         per_device_train_batch_size=4, num_generations=4, max_completion_length=7,
         gradient_accumulation_steps=case.accumulation, steps_per_generation=case.accumulation,
         loss_type=case.loss_type, beta=0.0, use_bias_correction_kl=case.bias_kl,
-        fiber_objective=case.objective, fiber_params=case.ours, **opts)
+        fiber_objective=case.objective, fiber_params=case.ours,
+        # one micro-batch on its own, as TRL's loss sees it: the peers' objectives weight each
+        # token by its own ratio, so the local mode is the exact one here
+        fiber_microbatch="local", **opts)
     ds = Dataset.from_dict({"prompt": ["a b", "c d"]})
     trainer = FiberGRPOTrainer(model=model, reward_funcs=lambda completions, **kw: [0.0] *
                                len(completions), args=args, train_dataset=ds,

@@ -65,6 +65,19 @@ class StepPlan:
     output: LossOutput
     grads: tuple[Tensor, ...]
 
+    def weights(self, j: int) -> Tensor:
+        """``[B_j, T_j]``: the whole step's RGF weights ``mu`` (eq 6) on micro-batch ``j``'s
+        tokens, e.g. to weight a per-token penalty (a KL estimate) as the step's objective
+        weights its terms."""
+        self._check(j)
+        start = sum(g.shape[0] for g in self.grads[:j])
+        rows, width = self.grads[j].shape
+        return self.output.weights.detach()[start:start + rows, :width]
+
+    def _check(self, j: int) -> None:
+        if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < len(self.grads):
+            raise ValueError(f"j: micro-batch index must be in [0, {len(self.grads)}), got {j!r}")
+
     @property
     def value(self) -> float:
         """The step's loss ``L`` (for ``process_group``: the rank's returned loss)."""
@@ -74,8 +87,7 @@ class StepPlan:
         """Micro-batch ``j``'s surrogate loss (scalar, float64): gradient ``<g_j, dl_j>``,
         value ``L / J``. ``log_prob``: ``[B_j, T_j]``, the micro-batch's current
         log-probabilities with their graph."""
-        if not 0 <= j < len(self.grads):
-            raise ValueError(f"j: micro-batch index must be in [0, {len(self.grads)}), got {j}")
+        self._check(j)
         g = self.grads[j]
         if tuple(log_prob.shape) != tuple(g.shape):
             raise ValueError(f"log_prob: shape {tuple(log_prob.shape)} differs from micro-batch "
