@@ -79,13 +79,17 @@ VERL_PEERS: dict[str, str] = {
 VERL_CLIP_DEFAULTS = {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2,
                       "clip_ratio_c": 3.0}
 
-__all__ = ["PREFIX", "VERL_AGG_MODES", "VERL_PEERS", "compute_policy_loss",
-           "hierarchical_ppo_loss", "make_policy_loss", "register", "verl_params"]
+__all__ = ["PREFIX", "VERL_AGG_MODES", "VERL_PEERS", "compute_policy_loss", "global_scale",
+           "hierarchical_ppo_loss", "loss_params", "make_policy_loss", "objective_of",
+           "register", "row_labels", "verl_params", "weighted_advantages"]
 
 #: ``(group labels, domain labels or None)`` of the micro-batch in the current call of
 #: :func:`hierarchical_ppo_loss`, read by the policy loss that verl's ``ppo_loss`` calls
 _ROW_IDS: contextvars.ContextVar[tuple[list, list | None] | None] = contextvars.ContextVar(
     "fibration_row_ids", default=None)
+#: ``[b]`` indices of the micro-batch's rows in their mini-batch (exact mode), likewise
+_ROWS: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar(
+    "fibration_rows", default=None)
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -140,21 +144,42 @@ def verl_params(objective: str, config: Any) -> dict[str, tuple[str, Any]]:
     return {k: v for k, v in found.items() if v[1] is not None}
 
 
-def _scale(agg: str, h: Hierarchy, info: Mapping[str, Any], own_norm: bool) -> float:
-    """Factor turning the micro-batch objective into its share of the global one, as verl's
-    ``agg_loss`` normalises (``token-sum`` is computed as ``token-mean``; an objective without
-    its own ``norm_length`` divides by the padded width, verl by ``loss_scale_factor``)."""
-    dp = float(info.get("dp_size") or 1)
+def _scale(agg: str, num_tokens: float, num_traj: float, width: int, info: Mapping[str, Any],
+           own_norm: bool, dp: float) -> float:
+    """Factor turning the objective on a batch of ``num_tokens`` tokens in ``num_traj``
+    non-empty rows of padded ``width`` into its share of the global one times ``dp``, as
+    verl's ``agg_loss`` normalises (``token-sum`` is computed as ``token-mean``; an objective
+    without its own ``norm_length`` divides by the padded width, verl by
+    ``loss_scale_factor``)."""
     norm = info.get("loss_scale_factor")
     if agg == "seq-mean-token-sum-norm" and not own_norm and norm is not None:
-        dp *= h.mask.shape[1] / float(norm)
+        dp *= width / float(norm)
     if agg == "token-sum":
-        return h.num_tokens * dp
+        return num_tokens * dp
     if agg == "token-mean":
         total = info.get("batch_num_tokens")
-        return 1.0 if total is None else h.num_tokens / float(total) * dp
+        return 1.0 if total is None else num_tokens / float(total) * dp
     total = info.get("global_batch_size")
-    return 1.0 if total is None else h.num_traj / float(total) * dp
+    return 1.0 if total is None else num_traj / float(total) * dp
+
+
+def global_scale(objective: str, loss_agg_mode: str, mask: Tensor, info: Mapping[str, Any],
+                 dp_group=None) -> float:
+    """:func:`_scale` for the objective on the whole mini-batch of every rank (``mask``:
+    ``[B, T]``, this rank's rows; counts all-reduced over ``dp_group``), whose
+    data-parallel share is already the ``"mean"`` convention of
+    :func:`~fibration_theory.integrations.distributed.compute`."""
+    if "agg" not in get(objective).params:
+        return 1.0
+    counts = torch.tensor([float(mask.sum()), float(mask.any(-1).sum()), float(mask.shape[1])],
+                          dtype=torch.float64)
+    if dp_group is not None and torch.distributed.get_world_size(dp_group) > 1:
+        width = counts[2:].clone()
+        torch.distributed.all_reduce(counts, group=dp_group)
+        torch.distributed.all_reduce(width, op=torch.distributed.ReduceOp.MAX, group=dp_group)
+        counts[2] = width[0]
+    return _scale(loss_agg_mode, float(counts[0]), float(counts[1]), int(counts[2]), info,
+                  "norm_length" in get(objective).params, 1.0)
 
 
 def _row_geo_mean(w: Tensor, mask: Tensor) -> Tensor:
@@ -203,29 +228,15 @@ def _verl_clip_metrics(objective: str, log_ratio: Tensor, adv: Tensor, mask: Ten
     return out
 
 
-def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
-                        advantages: Tensor, response_mask: Tensor,
-                        loss_agg_mode: str = "token-mean", config: Any = None,
-                        rollout_is_weights: Tensor | None = None, *,
-                        group_ids=None, domain_ids=None,
-                        params: Mapping[str, Any] | None = None
-                        ) -> tuple[Tensor, dict[str, float]]:
-    """Objective ``objective`` on one verl micro-batch; returns ``(loss, metrics)``.
-
-    Args:
-        objective: a registered objective name.
-        old_log_prob, log_prob, advantages: ``[B, T]``; ``log_prob`` differentiable.
-        response_mask: ``[B, T]`` bool or 0/1.
-        loss_agg_mode: one of :data:`VERL_AGG_MODES` (the weights ``mu``, eq 6).
-        config: verl's actor config (clip settings, ``global_batch_info``,
-            ``policy_loss.fibration``), or ``None`` for a plain micro-batch loss.
-        rollout_is_weights: ``[B, T]`` non-negative per-token weights, or ``None``.
-        group_ids, domain_ids: ``[B]`` labels for the upper levels (optional).
-        params: hyperparameters bound in Python; the config's ``policy_loss.fibration`` and
-            the verl settings of :func:`verl_params` take precedence.
-
-    The gates run in float64; the loss comes back in ``log_prob``'s dtype.
-    """
+def loss_params(objective: str, loss_agg_mode: str, config: Any,
+                params: Mapping[str, Any] | None = None,
+                info: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict]:
+    """``(parameters, global_batch_info)`` of ``objective`` under verl's ``config``: ``params``,
+    then ``config.policy_loss.fibration``, then the verl settings of :func:`verl_params`, the
+    aggregation from ``loss_agg_mode`` and Dr.GRPO's ``norm_length`` from
+    ``loss_scale_factor`` (of ``info``, by default ``config.global_batch_info``). Raises
+    ``ValueError`` for a setting that belongs to verl's config
+    or disagrees with it."""
     entry = get(objective)
     if loss_agg_mode not in VERL_AGG_MODES:
         raise ValueError(f"loss_agg_mode must be one of {VERL_AGG_MODES}, got {loss_agg_mode!r}")
@@ -248,37 +259,85 @@ def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
         merged["agg"] = "token-mean" if loss_agg_mode == "token-sum" else loss_agg_mode
     elif loss_agg_mode == "token-sum":
         raise ValueError(f"loss_agg_mode: {objective!r} has no aggregation mode to set")
-    info = dict(_get(config, "global_batch_info") or {})
+    info = dict(_get(config, "global_batch_info") or {}) if info is None else dict(info)
     if ("norm_length" in entry.params and merged.get("norm_length") is None
             and info.get("loss_scale_factor") is not None):
         merged["norm_length"] = float(info["loss_scale_factor"])
+    return merged, info
+
+
+def weighted_advantages(objective: str, adv: Tensor, rollout_is_weights: Tensor | None,
+                        mask: Tensor) -> Tensor:
+    """``[B, T]`` float64 advantages times verl's rollout weights (``>= 0``, detached) as
+    verl's losses apply them: per token, or the row's geometric mean for GMPO."""
+    adv = adv.detach().to(torch.float64)
+    if rollout_is_weights is None:
+        return adv
+    check_float(rollout_is_weights, "rollout_is_weights", tuple(mask.shape), mask)
+    w = rollout_is_weights.detach().to(torch.float64)
+    if bool((w[mask] < 0).any()):
+        raise ValueError("rollout_is_weights must be >= 0 on the response tokens")
+    return adv * (_row_geo_mean(w, mask) if objective == "gmpo" else w)
+
+
+def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
+                        advantages: Tensor, response_mask: Tensor,
+                        loss_agg_mode: str = "token-mean", config: Any = None,
+                        rollout_is_weights: Tensor | None = None, *,
+                        group_ids=None, domain_ids=None,
+                        params: Mapping[str, Any] | None = None
+                        ) -> tuple[Tensor, dict[str, float]]:
+    """Objective ``objective`` on one verl micro-batch; returns ``(loss, metrics)``.
+
+    Args:
+        objective: a registered objective name.
+        old_log_prob, log_prob, advantages: ``[B, T]``; ``log_prob`` differentiable.
+        response_mask: ``[B, T]`` bool or 0/1.
+        loss_agg_mode: one of :data:`VERL_AGG_MODES` (the weights ``mu``, eq 6).
+        config: verl's actor config (clip settings, ``global_batch_info``,
+            ``policy_loss.fibration``), or ``None`` for a plain micro-batch loss.
+        rollout_is_weights: ``[B, T]`` non-negative per-token weights, or ``None``.
+        group_ids, domain_ids: ``[B]`` labels for the upper levels (optional).
+        params: hyperparameters bound in Python; the config's ``policy_loss.fibration`` and
+            the verl settings of :func:`verl_params` take precedence.
+
+    Inside :func:`~fibration_theory.integrations.verl_minibatch.exact_forward_backward`
+    (through :func:`hierarchical_ppo_loss`) the loss is the mini-batch plan's surrogate for
+    these rows. The gates run in float64; the loss comes back in ``log_prob``'s dtype.
+    """
+    from fibration_theory.integrations import verl_minibatch
+
+    entry = get(objective)
+    merged, info = loss_params(objective, loss_agg_mode, config, params)
     mask = as_mask(response_mask, "response_mask")
-    if not bool(mask.any()):
+    plan, rows = verl_minibatch.active(), _ROWS.get()
+    if (plan is None or rows is None) and not bool(mask.any()):
         # a micro-batch of empty responses holds no index of the objective: it adds nothing to
         # the globally normalized loss (a zero that keeps the graph, as verl's agg_loss does)
         return torch.where(mask, log_prob, torch.zeros_like(log_prob)).sum(), {}
-    adv = advantages.detach().to(torch.float64)
-    raw_adv = adv
-    if rollout_is_weights is not None:
-        check_float(rollout_is_weights, "rollout_is_weights", tuple(mask.shape), mask)
-        w = rollout_is_weights.detach().to(torch.float64)
-        if bool((w[mask] < 0).any()):
-            raise ValueError("rollout_is_weights must be >= 0 on the response tokens")
-        adv = adv * (_row_geo_mean(w, mask) if objective == "gmpo" else w)
-    if group_ids is None and domain_ids is None and _ROW_IDS.get() is not None:
-        group_ids, domain_ids = _ROW_IDS.get()
-    h = Hierarchy.from_padded(mask, group_ids=group_ids, domain_ids=domain_ids)
+    adv = weighted_advantages(objective, advantages, rollout_is_weights, mask)
     lp64, old64 = log_prob.to(torch.float64), old_log_prob.detach().to(torch.float64)
-    out = losses.compute(objective, lp64, old64, adv, mask, hierarchy=h, **merged)
-    loss = out.loss * _scale(loss_agg_mode, h, info, "norm_length" in entry.params) if "agg" in entry.params else out.loss
-    metrics = {"actor/ppo_kl": out.metrics["approx_kl/k1"]}
+    if plan is not None and rows is not None:  # exact: the whole mini-batch's gates
+        loss, fiber_metrics = plan.loss(rows, log_prob), plan.plan.output.metrics
+    else:
+        if group_ids is None and domain_ids is None and _ROW_IDS.get() is not None:
+            group_ids, domain_ids = _ROW_IDS.get()
+        h = Hierarchy.from_padded(mask, group_ids=group_ids, domain_ids=domain_ids)
+        out = losses.compute(objective, lp64, old64, adv, mask, hierarchy=h, **merged)
+        loss = out.loss
+        if "agg" in entry.params:
+            loss = loss * _scale(loss_agg_mode, h.num_tokens, h.num_traj, h.mask.shape[1], info,
+                                 "norm_length" in entry.params,
+                                 float(info.get("dp_size") or 1))
+        fiber_metrics = out.metrics
+    metrics = {"actor/ppo_kl": fiber_metrics["approx_kl/k1"]}
     if objective in VERL_PEERS:
         full = {**entry.params, **merged}
-        metrics.update(_verl_clip_metrics(objective, (lp64 - old64).detach(), raw_adv, mask,
-                                          full))
-    elif "clip_frac" in out.metrics:
-        metrics["actor/pg_clipfrac"] = out.metrics["clip_frac"]
-    metrics.update({f"actor/fibration/{k}": v for k, v in out.metrics.items()})
+        metrics.update(_verl_clip_metrics(objective, (lp64 - old64).detach(),
+                                          advantages.detach().to(torch.float64), mask, full))
+    elif "clip_frac" in fiber_metrics:
+        metrics["actor/pg_clipfrac"] = fiber_metrics["clip_frac"]
+    metrics.update({f"actor/fibration/{k}": v for k, v in fiber_metrics.items()})
     return loss.to(log_prob.dtype), metrics
 
 
@@ -307,15 +366,35 @@ def hierarchical_ppo_loss(config: Any, model_output: Any, data: Any, dp_group: A
     """
     from verl.workers.utils.losses import ppo_loss
 
-    policy = _get(config, "policy_loss")
-    groups = _column(data, _get(policy, "group_key") or "uid", "policy_loss.group_key")
-    key = _get(policy, "domain_key")
-    domains = _column(data, key, "policy_loss.domain_key") if key else None
-    token = _ROW_IDS.set((groups, domains))
+    from fibration_theory.integrations.verl_minibatch import ROW_KEY
+
+    token = _ROW_IDS.set(row_labels(config, data))
+    rows = _ROWS.set(data[ROW_KEY] if ROW_KEY in list(data.keys()) else None)
     try:
         return ppo_loss(config, model_output, data, dp_group)
     finally:
+        _ROWS.reset(rows)
         _ROW_IDS.reset(token)
+
+
+def row_labels(config: Any, data: Any) -> tuple[list, list | None]:
+    """``(group labels, domain labels or None)`` of the rows of ``data``: its columns
+    ``config.policy_loss.group_key`` (default ``uid``) and ``domain_key`` (default none)."""
+    policy = _get(config, "policy_loss")
+    groups = _column(data, _get(policy, "group_key") or "uid", "policy_loss.group_key")
+    key = _get(policy, "domain_key")
+    return groups, (_column(data, key, "policy_loss.domain_key") if key else None)
+
+
+def objective_of(config: Any) -> str:
+    """The registered objective of the actor's ``policy_loss.loss_mode`` (``fibration_<name>``);
+    ``ValueError`` for another loss mode."""
+    mode = str(_get(_get(config, "policy_loss"), "loss_mode"))
+    if not mode.startswith(PREFIX):
+        raise ValueError(f"policy_loss.loss_mode: {mode!r} is not a fibration_* loss")
+    name = mode[len(PREFIX):]
+    get(name)  # ValueError listing the names on a miss
+    return name
 
 
 def make_policy_loss(objective: str, **params) -> PolicyLoss:

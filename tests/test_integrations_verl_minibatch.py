@@ -1,0 +1,224 @@
+"""verl's actor across micro-batches: with ``exact_forward_backward`` the summed micro-batch
+gradients of a ``fibration_*`` loss are the whole mini-batch's (float64), through verl 0.9.1's
+own ``FSDPEngine.forward_backward_batch`` (its micro-batch split, backward loop and output
+post-processing), its ``ppo_loss`` and ``no_padding_2_padding``.
+
+Only the model's forward is replaced (``forward_step``: a tiny float64 policy over the token
+ids, returning verl's no-padding log-probs), and verl's device lookup answers ``cpu``. Prompt
+groups (``uid``) and domains (``data_source``) are interleaved so that each spans both
+micro-batches; the old log-probs differ from the current ones so that the gates act. The
+reference is the objective on the whole mini-batch, computed here from the policy directly;
+the loss without the wrapper (each micro-batch gated on its own rows) is checked to differ.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import partial
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("verl.trainer.ppo.core_algos",
+                    reason="verl not installed: pip install --no-deps verl==0.9.1 plus "
+                           "'fibration-theory[verl]'")
+pytest.importorskip("peft", reason="verl's FSDP engine module imports peft: pip install peft")
+
+import torch
+import torch.distributed as dist
+from tensordict import TensorDict
+from tensordict.tensorclass import NonTensorData, NonTensorStack
+from verl.utils import tensordict_utils as tu
+from verl.workers.engine.fsdp import transformer_impl
+from verl.workers.engine.utils import detach_tree
+from verl_peers import actor_config
+
+from fibration_theory import Hierarchy, losses
+from fibration_theory.integrations import verl as fverl
+from fibration_theory.integrations.verl_minibatch import exact_forward_backward
+
+TOL = 1e-12
+DIFFERENT = 1e-3
+TARGET = "fibration_theory.integrations.verl.FiberPolicyLossConfig"
+B, P, T, V, D = 8, 2, 6, 40, 5
+LENGTHS = [6, 3, 5, 0, 4, 6, 2, 5]  # one empty response
+UIDS = ["q1", "q2", "q3", "q1", "q2", "q3", "q1", "q2"]
+SOURCES = ["math", "code", "math", "math", "code", "math", "math", "code"]
+PARAMS = {"c_plus": [0.01, 0.02, 0.04], "c_minus": [0.01, 0.02, 0.03], "eps": 0.05}
+
+
+class Policy(torch.nn.Module):
+    """``log pi(token) = -softplus(emb[token] . theta)``, float64."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("emb", torch.randn(V, D, generator=g, dtype=torch.float64))
+        self.theta = torch.nn.Parameter(torch.randn(D, generator=g, dtype=torch.float64))
+
+    def padded(self, responses: torch.Tensor) -> torch.Tensor:
+        return -torch.nn.functional.softplus(self.emb[responses] @ self.theta)
+
+    def forward(self, micro_batch) -> torch.Tensor:
+        """verl's no-padding log-probs: per row ``P + len`` values, response token ``k`` at
+        position ``P - 1 + k`` (the model output shifted by one), as a jagged tensor."""
+        lp = self.padded(micro_batch["responses"])
+        lens = micro_batch["response_mask"].sum(-1).tolist()
+        rows = [torch.cat([torch.zeros(P - 1, dtype=lp.dtype), lp[j, :n],
+                           torch.zeros(1, dtype=lp.dtype)]) for j, n in enumerate(lens)]
+        return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
+
+
+class TinyEngine(transformer_impl.FSDPEngine):
+    """verl's FSDP engine with the model's forward replaced; everything else is verl's."""
+
+    def __init__(self, policy: Policy):  # no FSDP module, no device mesh: one CPU rank
+        self.module = policy
+        self.ulysses_sequence_parallel_size = 1
+        self.ulysses_device_mesh = None
+        self.engine_config = SimpleNamespace(use_no_sync_for_gradient_accumulation=True)
+        self.scaler = None
+
+    def forward_step(self, micro_batch, loss_function, forward_only):
+        model_output = {"log_probs": self.module(micro_batch)}
+        if loss_function is None:
+            loss, metrics = torch.tensor(1.0), {}
+        else:
+            loss, metrics = loss_function(model_output=model_output, data=micro_batch,
+                                          dp_group=self.get_data_parallel_group())
+        return loss, {"model_output": detach_tree(model_output), "loss": loss.detach().item(),
+                      "metrics": metrics}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_rank():
+    """A one-rank gloo group (verl's engine all-reduces the token count) and verl's device
+    lookup answering ``cpu``."""
+    saved = transformer_impl.get_device_id
+    transformer_impl.get_device_id = lambda: "cpu"
+    with tempfile.TemporaryDirectory() as tmp:
+        owned = not dist.is_initialized()
+        if owned:
+            dist.init_process_group("gloo", init_method=f"file://{os.path.join(tmp, 's')}",
+                                    rank=0, world_size=1)
+        yield
+        if owned:
+            dist.destroy_process_group()
+    transformer_impl.get_device_id = saved
+
+
+def mini_batch(policy: Policy, seed: int) -> TensorDict:
+    """A mini-batch in verl's actor format (padded prompts/responses), off-policy."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(T)[None, :] < torch.tensor(LENGTHS)[:, None]
+    responses = torch.randint(3, V, (B, T), generator=g)
+    with torch.no_grad():
+        current = policy.padded(responses)
+    old = current + 0.4 * (torch.rand(B, T, generator=g, dtype=torch.float64) - 0.5)
+    adv = torch.randn(B, 1, generator=g, dtype=torch.float64).expand(B, T).contiguous()
+    w = 0.5 + torch.rand(B, T, generator=g, dtype=torch.float64)
+    td = TensorDict({"prompts": torch.ones(B, P, dtype=torch.long), "responses": responses,
+                     "attention_mask": torch.cat([torch.ones(B, P, dtype=torch.long),
+                                                  mask.long()], 1),
+                     "response_mask": mask.long(), "loss_mask": mask.long(),
+                     "old_log_probs": old, "advantages": adv, "rollout_is_weights": w},
+                    batch_size=[B])
+    td["uid"] = NonTensorStack.from_list([NonTensorData(x) for x in UIDS])
+    td["data_source"] = NonTensorStack.from_list([NonTensorData(x) for x in SOURCES])
+    tu.assign_non_tensor(td, use_dynamic_bsz=False, micro_batch_size_per_gpu=B // 2,
+                         global_batch_size=B)
+    return td
+
+
+def config(agg: str):
+    return actor_config(**{"policy_loss._target_": TARGET,
+                           "policy_loss.loss_mode": "fibration_fiberpo_domain",
+                           "+policy_loss.domain_key": "data_source",
+                           "+policy_loss.fibration.c_plus": PARAMS["c_plus"],
+                           "+policy_loss.fibration.c_minus": PARAMS["c_minus"],
+                           "+policy_loss.fibration.eps": PARAMS["eps"],
+                           "loss_agg_mode": agg})
+
+
+def whole(policy: Policy, td: TensorDict, agg: str) -> torch.Tensor:
+    """dL/dtheta of the objective on the whole mini-batch, normalised as verl's agg_loss."""
+    mask = td["response_mask"].bool()
+    lp = policy.padded(td["responses"])
+    h = Hierarchy.from_padded(mask, group_ids=UIDS, domain_ids=SOURCES)
+    base = "token-mean" if agg == "token-sum" else agg
+    out = losses.compute("fiberpo_domain", lp, td["old_log_probs"],
+                         td["advantages"] * td["rollout_is_weights"], mask, hierarchy=h,
+                         agg=base, **PARAMS)
+    scale = {"token-mean": 1.0, "token-sum": float(mask.sum())}.get(agg, h.num_traj / B)
+    (grad,) = torch.autograd.grad(out.loss * scale, policy.theta)
+    return grad
+
+
+def micro_batched(engine: TinyEngine, td: TensorDict, agg: str, exact: bool):
+    """verl's engine over the mini-batch's two micro-batches: ``(theta.grad, metrics)``."""
+    cfg = config(agg)
+    loss_fn = partial(fverl.hierarchical_ppo_loss, config=cfg)  # what set_loss_fn takes
+    run = engine.forward_backward_batch
+    if exact:
+        run = exact_forward_backward(run, cfg)
+    engine.module.zero_grad(set_to_none=True)
+    out = run(td.clone(), loss_fn, forward_only=False)
+    return engine.module.theta.grad.clone(), out
+
+
+def _rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("agg", ["seq-mean-token-mean", "token-mean", "token-sum"])
+def test_summed_micro_batch_gradients_are_the_whole_mini_batchs(agg):
+    """Property: through verl's engine, with groups and domains spanning its micro-batches,
+    the wrapped engine's accumulated gradient equals the whole mini-batch's to float64
+    rounding; the plain engine (each micro-batch gated on its own rows) differs."""
+    policy = Policy()
+    engine = TinyEngine(policy)
+    td = mini_batch(policy, 0)
+    ref = whole(policy, td, agg)
+    grad, out = micro_batched(engine, td, agg, exact=True)
+    assert len(out["loss"]) == 2, "verl did not split the mini-batch in two"
+    assert _rel(grad, ref) <= TOL, (agg, _rel(grad, ref))
+    local, _ = micro_batched(engine, td, agg, exact=False)
+    assert _rel(local, ref) > DIFFERENT, (agg, _rel(local, ref))
+
+
+def test_fresh_mini_batch_runs_no_pass_and_is_exact():
+    """Property: with ``fresh=True`` (old log-probs = current, ratio 1) no forward-only pass
+    runs and the gradient is still the whole mini-batch's."""
+    policy = Policy()
+    engine = TinyEngine(policy)
+    td = mini_batch(policy, 1)
+    with torch.no_grad():
+        td["old_log_probs"] = policy.padded(td["responses"])
+    ref = whole(policy, td, "seq-mean-token-mean")
+    calls = []
+    inner = engine.forward_backward_batch
+
+    def counting(data, loss_function, forward_only=False):
+        calls.append(forward_only)
+        return inner(data, loss_function, forward_only=forward_only)
+
+    cfg = config("seq-mean-token-mean")
+    run = exact_forward_backward(counting, cfg, fresh=True)
+    run(td.clone(), partial(fverl.hierarchical_ppo_loss, config=cfg), forward_only=False)
+    assert calls == [False]
+    assert _rel(policy.theta.grad, ref) <= TOL
+
+
+if __name__ == "__main__":  # prints the figures of docs/integrations.md
+    import contextlib
+
+    with contextlib.contextmanager(one_rank.__wrapped__)():
+        for a in ("seq-mean-token-mean", "token-mean", "token-sum"):
+            pol = Policy()
+            eng = TinyEngine(pol)
+            batch = mini_batch(pol, 0)
+            r = whole(pol, batch, a)
+            ex, _ = micro_batched(eng, batch, a, exact=True)
+            lo, _ = micro_batched(eng, batch, a, exact=False)
+            print(f"| `fiberpo_domain` | `{a}` | {_rel(ex, r):.1e} | {_rel(lo, r):.1e} |")
