@@ -273,7 +273,6 @@ def two_ranks() -> dict:
     return errs
 
 
-@pytest.mark.slow
 def test_two_ranks_equal_one():
     """Property: the mini-batch split over 2 gloo ranks (groups and domains on both, each
     rank's half in 2 micro-batches), verl's engine on each rank, gradients averaged as FSDP
