@@ -3,8 +3,9 @@ whole batch: loss and gradient to float64 rounding per step, parameters after tw
 
 ``tests/trl_multiprocess.py`` trains FiberPO-Domain for two steps on fixed samples (prompt
 group ``A`` and domain ``math`` with rows on both processes, domain ``code`` on one), once on
-one process and once on two under torchrun; the run with ``fiber_sync_processes=False`` (each
-process gated on its own rows) is checked to differ, so the test can fail.
+one process and once on two under torchrun, with one micro-batch per step and with two; the
+run with ``fiber_sync_processes=False`` (each process gated on its own rows) is checked to
+differ, so the test can fail.
 """
 
 from __future__ import annotations
@@ -44,17 +45,19 @@ def _free_port() -> int:
 
 
 def runs(tmp: Path) -> dict:
-    """``{"one": rank0, "two": [rank0, rank1], "unsynced": [...]}`` of the saved records."""
+    """``{(processes, run): [rank0, rank1, ...]}`` of the saved records."""
     one, two = tmp / "one", tmp / "two"
     one.mkdir()
     two.mkdir()
     _run([sys.executable, str(SCRIPT), str(one)], one)
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
           "--master_port", str(_free_port()), str(SCRIPT), str(two)], two)
-    load = lambda p: torch.load(p, weights_only=False)
-    return {"one": load(one / "rank0.pt"),
-            "two": [load(two / f"rank{r}.pt") for r in range(2)],
-            "unsynced": [load(two / f"rank{r}_unsynced.pt") for r in range(2)]}
+    out = {}
+    for n, folder in ((1, one), (2, two)):
+        for f in sorted(folder.glob("rank*_*.pt")):
+            out.setdefault((n, f.stem.split("_", 1)[1]), []).append(
+                torch.load(f, weights_only=False))
+    return out
 
 
 def _rel(a: dict, b: dict) -> float:
@@ -63,40 +66,52 @@ def _rel(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in b) / scale
 
 
-def figures(res: dict) -> dict:
-    one, two, unsynced = res["one"], res["two"], res["unsynced"]
+def compare(got: list[dict], ref: dict) -> dict:
+    """Relative differences of ``got`` (the ranks of one run) to the one-process ``ref``."""
     out = {}
     for s in range(2):
-        ref = one["steps"][s]
+        r = ref["steps"][s]
         out[f"step{s + 1}"] = {
-            "loss": abs(two[0]["steps"][s]["loss"] - ref["loss"]) / abs(ref["loss"]),
-            "grad": _rel(two[0]["steps"][s]["grads"], ref["grads"]),
-            "grad_unsynced": _rel(unsynced[0]["steps"][s]["grads"], ref["grads"]),
-            "shared_groups": len(set(two[0]["steps"][s]["groups"])
-                                 & set(two[1]["steps"][s]["groups"]))}
-    out["params"] = max(_rel(r["params"], one["params"]) for r in two)
-    out["params_unsynced"] = _rel(unsynced[0]["params"], one["params"])
+            "loss": abs(got[0]["steps"][s]["loss"] - r["loss"]) / abs(r["loss"]),
+            "grad": max(_rel(g["steps"][s]["grads"], r["grads"]) for g in got),
+            "shared_groups": len(set.intersection(*(set(g["steps"][s]["groups"])
+                                                    for g in got)))}
+    out["params"] = max(_rel(g["params"], ref["params"]) for g in got)
     return out
+
+
+def figures(res: dict) -> dict:
+    """Two processes against one (one micro-batch per step), per run."""
+    ref = res[(1, "synced")][0]
+    return {f"{n} processes, {run}": compare(got, ref) for (n, run), got in res.items()
+            if (n, run) != (1, "synced")}
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     """Property: with a prompt group and a domain on both processes, two processes (DDP over
     gloo) give the one-process loss and gradient to float64 rounding at each step and the
-    same parameters after two steps; gating per process does not."""
+    same parameters after two steps, with one micro-batch per step and with two (exact
+    mode: the step is gated whole across processes and micro-batches); gating per process
+    does not."""
     res = runs(tmp_path)
-    assert res["one"]["world"] == 1 and res["two"][0]["world"] == 2
+    assert [r["world"] for r in res[(2, "synced")]] == [2, 2]
     fig = figures(res)
+    for name in ("2 processes, synced", "2 processes, accumulated", "1 processes, accumulated"):
+        f = fig[name]
+        for s in ("step1", "step2"):
+            assert f[s]["loss"] <= TOL and f[s]["grad"] <= TOL, (name, f)
+        assert f["params"] <= PARAM_TOL, (name, f)
     for s in ("step1", "step2"):
-        assert fig[s]["shared_groups"] > 0, fig
-        assert fig[s]["loss"] <= TOL and fig[s]["grad"] <= TOL, fig
-    assert fig["params"] <= PARAM_TOL, fig
+        assert fig["2 processes, synced"][s]["shared_groups"] > 0, fig
+        assert fig["2 processes, accumulated"][s]["shared_groups"] > 0, fig
     # step 2 is off-policy (the gates act): per-process gating differs there
-    assert fig["step2"]["grad_unsynced"] > DIFFERENT, fig
+    assert fig["2 processes, unsynced"]["step2"]["grad"] > DIFFERENT, fig
 
 
 if __name__ == "__main__":  # prints the figures of docs/integrations.md
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        print(figures(runs(Path(d))))
+        for key, value in figures(runs(Path(d))).items():
+            print(key, value)

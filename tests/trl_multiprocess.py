@@ -18,9 +18,10 @@ gradient averaging over gloo) and the trainer's (labels factorized over processe
 objective through ``integrations.distributed``). The prompt groups (column ``pid``) and the
 domain ``math`` have rows on both processes. Each process writes ``OUT/rank<r>.pt``: per step
 the whole batch's loss and the parameter gradient after DDP's averaging, the step's group
-labels on this process, and the parameters after training; with several processes a second
-run with ``fiber_sync_processes=False`` (each process gates its own rows) writes
-``OUT/rank<r>_unsynced.pt``.
+labels on this process, and the parameters after training, as ``OUT/rank<r>_<run>.pt`` for
+the runs ``synced`` (one micro-batch per step), ``accumulated`` (two micro-batches per step,
+``fiber_microbatch="exact"``) and, with several processes, ``unsynced``
+(``fiber_sync_processes=False``: each process gates its own rows).
 """
 
 from __future__ import annotations
@@ -98,19 +99,27 @@ def main(out_dir: str) -> None:
             loss = super().training_step(model, inputs, num_items_in_batch)
             # returned loss of a process: N * its share (DDP convention); the mean over
             # processes is the whole batch's loss
-            whole = self.accelerator.gather(loss.detach().reshape(1)).mean()
-            grads = {n: p.grad.detach().clone()
-                     for n, p in self.accelerator.unwrap_model(model).named_parameters()}
+            whole = float(self.accelerator.gather(loss.detach().reshape(1)).mean())
             batch = self._buffered_inputs[(self._step - 1) % self.args.steps_per_generation]
-            self.records.append({"loss": float(whole), "grads": grads,
-                                 "groups": batch["fiber_group_ids"].tolist()})
+            if (self._step - 1) % self.args.gradient_accumulation_steps == 0:
+                self.records.append({"loss": 0.0, "groups": []})
+            step = self.records[-1]
+            step["loss"] += whole
+            step["groups"] += batch["fiber_group_ids"].tolist()
+            step["grads"] = {n: p.grad.detach().clone() for n, p in
+                             self.accelerator.unwrap_model(model).named_parameters()}
             return loss
 
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    for sync in (True, False) if world > 1 else (True,):
+    runs = {"synced": (1, True), "accumulated": (2, True)}
+    if world > 1:
+        runs["unsynced"] = (1, False)
+    for name, (accumulation, sync) in runs.items():
         args = FiberGRPOConfig(
             output_dir=out_dir, report_to="none", use_cpu=True, save_strategy="no", seed=0,
-            per_device_train_batch_size=len(PROMPTS) * GENERATIONS // world,
+            per_device_train_batch_size=len(PROMPTS) * GENERATIONS // world // accumulation,
+            gradient_accumulation_steps=accumulation, steps_per_generation=accumulation,
             num_generations=GENERATIONS, max_completion_length=WIDTH, num_iterations=2,
             max_steps=2, learning_rate=0.02, logging_steps=1, fiber_objective="fiberpo_domain",
             fiber_params={"c_plus": 0.05, "c_minus": 0.03, "eps": 0.1},
@@ -123,9 +132,8 @@ def main(out_dir: str) -> None:
         params = {n: p.detach().clone() for n, p in
                   trainer.accelerator.unwrap_model(trainer.model).named_parameters()}
         rank = trainer.accelerator.process_index
-        name = f"rank{rank}.pt" if sync else f"rank{rank}_unsynced.pt"
         torch.save({"world": trainer.accelerator.num_processes, "steps": trainer.records,
-                    "params": params}, os.path.join(out_dir, name))
+                    "params": params}, os.path.join(out_dir, f"rank{rank}_{name}.pt"))
 
 
 if __name__ == "__main__":
