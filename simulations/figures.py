@@ -24,6 +24,7 @@ from fibration_theory.simulations.plots import group_runs as _group
 from fibration_theory.simulations.plots import rng as _rng
 from fibration_theory.simulations.plots import save as save_figure
 from fibration_theory.simulations.runner import load_runs
+from fibration_theory.simulations.sensitivity import make_sensitivity_figures
 
 Runs = list[dict[str, Any]]
 
@@ -37,11 +38,11 @@ def plot_exact_curves(runs: Runs):
     fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 3.6), squeeze=False)
     for ax, v in zip(axes[0], variants):
         by = _group([r for r in runs if r["spec"]["variant"] == v])
-        for k, m in enumerate([m for m in EXACT_ORDER if m in by]):
+        for m in [m for m in EXACT_ORDER if m in by]:
             curves = [[p["gap"] for p in r["curve"]] for r in by[m]]
             x = np.arange(len(curves[0]))
             ls = "--" if m in ("tv_trpo", "apc") else "-"
-            band_plot(ax, x, curves, m, method_color(m, k), f"exact{v}{m}")
+            band_plot(ax, x, curves, m, method_color(m), f"exact{v}{m}")
             ax.lines[-1].set_linestyle(ls)
         dt = by[next(iter(by))][0]["final"]["delta_trpo"]
         ax.set_title(f"{v}  (delta_TRPO = {dt:.2g})", fontsize=10)
@@ -97,8 +98,8 @@ def plot_success_curves(runs: Runs, threshold: float | None = None, title: str =
     rest = [m for m in by if m not in fam] + (["grpo"] if "grpo" in by else [])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, names in zip(axes, (fam, rest)):
-        for k, m in enumerate(sorted(set(names))):
-            band_plot(ax, grid / 1e3, [_interp(r, grid) for r in by[m]], m, method_color(m, k), "sc" + m)
+        for m in sorted(set(names)):
+            band_plot(ax, grid / 1e3, [_interp(r, grid) for r in by[m]], m, method_color(m), "sc" + m)
         if threshold is not None:
             ax.axhline(threshold, color="k", ls=":", lw=1)
         ax.set_xlabel("sampled tokens  [thousands]")
@@ -353,10 +354,12 @@ def make_figures(results_dir) -> list[Path]:
         save("depth.png", plot_depth(depth, budget))
         save("depth_tokens.png", plot_token_efficiency(
             depth, budget, title="FGH depth: token efficiency (median, 95% CI)"))
-    if (root / "runs" / "lm").is_dir():  # a `fibration lm` folder
+    if (root / "runs" / "lm").is_dir():  # a `fibration lm` folder (its tuning figures too)
         from fibration_theory.simulations.lm.report import make_lm_figures
 
         made += make_lm_figures(root)
+    else:
+        made += make_sensitivity_figures(root)
     return made
 
 

@@ -1,14 +1,17 @@
 """What ``fibration reproduce`` runs: the job lists of every experiment, quick and full.
 
 Protocol (:mod:`fibration_theory.simulations.protocol`, shared with ``fibration lm``): every
-method of the sequence study gets the same grid (``methods.GRID_FACTORS`` times its
-clip/budget parameters) on *tuning* seeds; the factor with the best mean success AUC is then
-run on fresh *evaluation* seeds, which are disjoint from the tuning seeds. The exact-settings experiment compares methods at one matched budget
-(the budget is the object of study there, so it is not tuned); the Claim 3.5 sweep runs
-GSPO over its ``eps`` grid; the depth study reuses FiberPO-Domain's tuned factor.
+method of the sequence study tunes each of its parameters separately, on the same number of
+configurations (``Plan.tune_configs``, :mod:`fibration_theory.simulations.tuning`) and the
+same *tuning* seeds; the configuration with the best mean success AUC is then run on fresh
+*evaluation* seeds, which are disjoint from the tuning seeds. The exact-settings experiment
+compares methods at one matched budget (the budget is the object of study there, so it is not
+tuned); the Claim 3.5 sweep runs GSPO over its ``eps`` grid; the depth study reuses
+FiberPO-Domain's tuned configuration.
 
-``--quick`` keeps every run's configuration and cuts the number of seeds only, so a quick
-result is a noisier estimate of the same quantity as the full one.
+``--quick`` keeps every run's configuration and the tuning design (16 configurations per
+method) and cuts the number of seeds only, so a quick result is a noisier estimate of the
+same quantity as the full one.
 """
 
 from __future__ import annotations
@@ -24,13 +27,11 @@ from fibration_theory.simulations.exact_settings import METHODS as EXACT_METHODS
 from fibration_theory.simulations.exact_settings import ExactConfig
 from fibration_theory.simulations.gspo_tv import EPS_GRID, LR_GRID, GspoTvConfig
 from fibration_theory.simulations.protocol import (  # noqa: F401 - the protocol's names
-    EDGE_FACTORS,
     TUNE_SEED0,
-    choose_factors,
-    edge_scores,
+    Config,
     factor_name,
+    factors_of,
     params_of,
-    parse_factor,
 )
 from fibration_theory.simulations.runner import RunSpec, load_runs
 from fibration_theory.simulations.token_efficiency import SeqConfig
@@ -48,7 +49,7 @@ class Plan:
 
     #: evaluation seeds of the sequence and depth studies
     eval_seeds: int
-    #: tuning seeds per grid point
+    #: tuning seeds per configuration
     tune_seeds: int
     #: seeds of the exact-settings experiment
     exact_seeds: int
@@ -60,47 +61,61 @@ class Plan:
     exact: ExactConfig = dataclasses.field(default_factory=ExactConfig)
     #: the Claim 3.5 run
     gspo: GspoTvConfig = dataclasses.field(default_factory=GspoTvConfig)
+    #: tuning configurations per method (``L**2``: see :mod:`.tuning`)
+    tune_configs: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("eval_seeds", "exact_seeds", "gspo_seeds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tune_seeds < 0:
+            raise ValueError(f"tune_seeds must be >= 0, got {self.tune_seeds}")
+        from fibration_theory.simulations.tuning import side
+
+        side(self.tune_configs)
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(eval_seeds=5, tune_seeds=2, exact_seeds=5, gspo_seeds=5)
+        return cls(eval_seeds=5, tune_seeds=1, exact_seeds=5, gspo_seeds=5, tune_configs=16)
 
     @classmethod
     def full(cls) -> Plan:
-        return cls(eval_seeds=30, tune_seeds=3, exact_seeds=20, gspo_seeds=10)
+        return cls(eval_seeds=30, tune_seeds=2, exact_seeds=20, gspo_seeds=10, tune_configs=16)
 
 
 def study(plan: Plan, method_names: Sequence[str] | None = None) -> pr.Study:
-    """The sequence study's part of the protocol: its methods on the grid, scored by the
-    success AUC of each tuning run."""
+    """The sequence study's part of the protocol: its methods, each on its tuning design,
+    scored by the success AUC of each tuning run; a configuration's variant is its name."""
     names = tuple(mt.all_methods()) if method_names is None else tuple(method_names)
     depth = len(plan.seq.levels)
 
-    def job(method: str, factor: float, role: str, seed: int) -> Job:
-        spec = RunSpec("sequence", method, factor_name(factor), role, seed,
-                       params_of(method, factor, depth))
+    def job(method: str, config: Config, role: str, seed: int) -> Job:
+        spec = RunSpec("sequence", method, config.name, role, seed,
+                       params_of(method, config.as_dict, depth))
         return spec, plan.seq
 
-    return pr.Study(metric="auc_success", methods=names, grid=tuple(mt.GRID_FACTORS),
-                    tune_seeds=pr.tuning_seeds(plan.tune_seeds), job=job,
-                    factor_of=parse_factor,
+    return pr.Study(metric="auc_success", methods=names, n_configs=plan.tune_configs,
+                    tune_seeds=pr.tuning_seeds(plan.tune_seeds),
+                    method_of=lambda m: mt.all_methods()[m], job=job,
+                    variant=lambda c: c.name,
                     runs=lambda out, role: load_runs(out, "sequence", role=role))
 
 
 def tuning_jobs(plan: Plan, method_names: Sequence[str] | None = None) -> list[Job]:
-    """Every method x grid factor x tuning seed of the sequence study."""
+    """Every method x configuration of its design x tuning seed of the sequence study."""
     return pr.tuning_jobs(study(plan, method_names))
 
 
-def edge_jobs(plan: Plan, chosen: dict[str, dict[str, Any]]) -> list[Job]:
-    """For every method whose best factor lies on the edge of the grid, the next two factors
-    beyond it, on the tuning seeds (role ``edge``): does the score keep rising past the grid?"""
-    return pr.edge_jobs(study(plan), chosen)
+def edge_jobs(plan: Plan, tuning: dict[str, dict[str, Any]]) -> list[Job]:
+    """For every chosen factor on the edge of its parameter's range, the two factors beyond
+    it, on the tuning seeds (role ``edge``): does the score keep rising past the range?"""
+    return pr.edge_jobs(study(plan, tuple(tuning)), tuning)
 
 
-def eval_jobs(plan: Plan, chosen: dict[str, dict[str, Any]],
+def eval_jobs(plan: Plan, tuning: dict[str, dict[str, Any]],
               experiments: Sequence[str]) -> list[Job]:
-    """Evaluation runs of every experiment in ``experiments``."""
+    """Evaluation runs of every experiment in ``experiments``; the sequence study runs every
+    method of ``tuning`` at its chosen configuration (``variant``, ``factors``)."""
     jobs: list[Job] = []
     if "exact" in experiments:
         for env, gamma in EXACT_VARIANTS:
@@ -110,8 +125,8 @@ def eval_jobs(plan: Plan, chosen: dict[str, dict[str, Any]],
                     jobs.append((RunSpec("exact", m, f"{env}-g{gamma:g}", "eval", seed), cfg))
     if "sequence" in experiments:
         depth = len(plan.seq.levels)
-        for name, choice in sorted(chosen.items()):
-            params = params_of(name, choice["factor"], depth)
+        for name, choice in sorted(tuning.items()):
+            params = params_of(name, choice["factors"], depth)
             for seed in range(plan.eval_seeds):
                 jobs.append((RunSpec("sequence", name, choice["variant"], "eval", seed, params),
                              plan.seq))
@@ -124,11 +139,12 @@ def eval_jobs(plan: Plan, chosen: dict[str, dict[str, Any]],
                                    (("eps", eps),))
                     jobs.append((spec, cfg))
     if "depth" in experiments:
-        f = chosen.get("fiberpo_domain", {"factor": 1.0})["factor"]
+        f = factors_of(tuning, "fiberpo_domain")
+        variant = tuning.get("fiberpo_domain", {}).get("variant") or Config(
+            tuple((p, 1.0) for p in mt.all_methods()["fiberpo_domain"].tuned)).name
         for d in CHAINS:
             params = params_of("fiberpo_domain", f, d)
             cfg = DepthConfig(seq=plan.seq, depth=d)
             for seed in range(plan.eval_seeds):
-                jobs.append((RunSpec("depth", f"depth{d}", factor_name(f), "eval", seed, params),
-                             cfg))
+                jobs.append((RunSpec("depth", f"depth{d}", variant, "eval", seed, params), cfg))
     return jobs

@@ -6,6 +6,7 @@ bar carries its 95% bootstrap interval; each band or bar draws from its own name
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,20 @@ from fibration_theory.simulations.streams import numpy_rng
 
 Runs = list[dict[str, Any]]
 
-#: fixed colours so a method looks the same in every figure
+#: fixed colours so a method looks the same in every figure (the one method -> colour map)
 COLORS = {
     "fiberpo": "#d62728", "fiberpo_domain": "#ff7f0e", "fiberpo_domain_levels": "#8c564b",
     "grpo": "#1f77b4", "dapo": "#17becf", "gspo": "#2ca02c", "ppo_clip": "#9467bd",
     "cispo": "#e377c2", "gmpo": "#7f7f7f", "apc": "#bcbd22",
-    "tv_trpo": "#000000", "apc_relaxed": "#bcbd22",
+    "tv_trpo": "#000000", "apc_relaxed": "#dbdb8d",
+    "depth0": "#d62728", "depth1": "#ff9896", "depth2": "#ff7f0e", "depth3": "#8c564b",
+    "depth4": "#c49c94",
 }
+
+#: colours of methods not in ``COLORS`` (picked by a hash of the name, never by rank)
+_SPARE = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3", "#8ca252",
+          "#bd9e39", "#ad494a", "#a55194", "#6b6ecf", "#b5cf6b", "#e7ba52", "#d6616b",
+          "#ce6dbd", "#9c9ede", "#cedb9c", "#e7cb94", "#e7969c", "#de9ed6")
 
 
 def rng(tag: str) -> np.random.Generator:
@@ -34,9 +42,12 @@ def rng(tag: str) -> np.random.Generator:
     return numpy_rng(tag)
 
 
-def method_color(name: str, k: int) -> str:
-    """The fixed colour of ``name`` (a tab20 colour by position ``k`` otherwise)."""
-    return COLORS.get(name, plt.cm.tab20(k % 20))
+def method_color(name: str) -> str:
+    """The colour of method ``name``, the same in every figure: ``COLORS[name]``, else one of
+    ``_SPARE`` chosen by a checksum of the name (colours follow the method, never its rank)."""
+    if name in COLORS:
+        return COLORS[name]
+    return _SPARE[zlib.crc32(name.encode()) % len(_SPARE)]
 
 
 def group_runs(runs: Runs, key: str = "method") -> dict[str, Runs]:
@@ -64,7 +75,7 @@ def ci_bars(ax, names, runs_by, value, *, horizontal=True, tag="bars", ref=None)
         los.append(est.point - est.low)
         his.append(est.high - est.point)
     pos = np.arange(len(names))
-    colors = [method_color(n, k) for k, n in enumerate(names)]
+    colors = [method_color(n) for n in names]
     ax.barh(pos, meds, xerr=[los, his], color=colors, alpha=0.85, capsize=3)
     ax.set_yticks(pos, names)
     ax.invert_yaxis()

@@ -1,9 +1,11 @@
 """``fibration reproduce [--quick] --out DIR``: run every experiment, write the summary.
 
 Stages (the protocol of :mod:`fibration_theory.simulations.protocol`, shared with
-``fibration lm``): (1) tuning runs of the sequence study, (2) the choice of each method's grid
-factor (``DIR/tuning.json``) and, for a choice on the edge of the grid, two factors beyond it
-on the same tuning seeds (reported, never chosen), (3) evaluation runs of every experiment,
+``fibration lm``): (1) tuning runs of the sequence study (every method's own parameters, the
+same number of configurations each), (2) the choice of each method's configuration
+(``DIR/tuning.json``, every configuration's score) and, for a chosen factor on the edge of its
+parameter's range, two factors beyond it on the same tuning seeds (reported, never chosen),
+(3) evaluation runs of every experiment,
 (4) ``DIR/summary.json`` and (5) the figures (``DIR/figures/*.png``, made from the run files by
 :func:`fibration_theory.simulations.figures.make_figures`). Every finished run is a file under ``DIR/runs``;
 rerunning the command skips them, so a killed reproduction resumes where it stopped.
@@ -30,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="results directory (created; finished runs in it are kept)")
     parser.add_argument("--quick", action="store_true",
-                        help="fewer seeds (5 evaluation, 2 tuning); same runs otherwise")
+                        help="fewer seeds (5 evaluation, 1 tuning); same runs and tuning design otherwise")
     parser.add_argument("--workers", type=int, default=2,
                         help="worker processes, at most 2 (default 2)")
     parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS),
@@ -87,6 +89,6 @@ def build_summary(out: Path, plan: pl.Plan, chosen: dict) -> dict:
     depth = load_runs(out, "depth", role="eval")
     if depth:
         experiments.update(sm.depth_tables(depth, plan.seq.token_budget))
-    edge = pr.edge_scores(load_runs(out, "sequence", role="edge"), chosen)
+    edge = pr.edge_table(chosen)
     return {"experiments": experiments, "figures": [], "tuning": chosen, "tuning_edge": edge,
             "plan": _jsonable(dataclasses.asdict(plan))}

@@ -242,7 +242,7 @@ def test_command_end_to_end_writes_the_summary_and_resumes(tmp_path, monkeypatch
                                  eval_per_domain=2, eval_samples=1, eval_every=2)
         return dataclasses.replace(plan, warm=warm, rl=rl, seeds=(0, 1), workers=1,
                                    methods=("fiberpo", "grpo"), tune_seeds=(1000,),
-                                   grid=(1.0, 3.0))
+                                   tune_configs=4)
 
     monkeypatch.setattr(lm_cli, "make_plan", small_plan)
     out = tmp_path / "lm"
@@ -262,24 +262,22 @@ def test_command_end_to_end_writes_the_summary_and_resumes(tmp_path, monkeypatch
     assert (out / "figures" / "lm_reward.png").exists()
     tuning = json.loads((out / "tuning.json").read_text())
     assert set(tuning) == {"fiberpo", "grpo"}
-    for m, choice in tuning.items():  # the chosen factor has the best tuning score
-        assert choice["factor"] in (1.0, 3.0)
-        assert choice["score"] == max(choice["scores"].values())
-        factor = choice["factor"]
+    for m, rec in tuning.items():  # the chosen configuration has the best tuning score
+        assert rec["n_configs"] == 4 and rec["score"] == max(rec["scores"].values())
         ran = json.loads((out / "runs" / "lm" / m / "quick" / "eval-seed0.jsonl").open()
                          .readline())["params"]
-        scaled = "c_plus" if m == "fiberpo" else "eps_low"
-        base = all_methods()[lm_rl.LM_METHODS[m]].params(1.0, 2)[scaled]
-        assert ran[scaled] == pytest.approx(base * factor)
+        base = all_methods()[lm_rl.LM_METHODS[m]].params(1.0, 2)
+        for p, f in rec["factors"].items():
+            assert ran[p] == pytest.approx(base[p] * f), (m, p)
     assert not list((out / "checkpoints").glob("*.pt"))  # finished runs leave none behind
     files = sorted((out / "runs" / "lm").rglob("*.jsonl"))
     stamps = [f.stat().st_mtime_ns for f in files]
-    # tuning (2 methods x 2 factors), the grid-edge check (every choice is on the edge of a
-    # 2-factor grid: 2 methods x 2 factors beyond it) and evaluation (2 methods x 2 seeds)
-    assert len(files) == 4 + 4 + 4
-    for m, choice in tuning.items():
-        beyond = {"x30", "x100"} if choice["factor"] == 3.0 else {"x0.111", "x0.037"}
-        assert {v.rsplit("-", 1)[1] for v in summary["tuning_edge"][m]} == beyond
+    # 4 configurations of levels 1/3 and 1: every chosen factor is on an edge, so each
+    # parameter gets two factors beyond it (fiberpo 3 parameters, grpo 2); then 2 x 2 eval
+    n_edge = sum(len(rec["edge"]) for rec in tuning.values())
+    assert n_edge == 2 * (3 + 2) and len(files) == 8 + n_edge + 4
+    for m, rec in tuning.items():
+        assert set(summary["tuning_edge"][m]) == {e["variant"] for e in rec["edge"]}
     assert cli.main(["lm", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert [f.stat().st_mtime_ns for f in files] == stamps  # resumed: nothing recomputed
 

@@ -14,7 +14,8 @@ from fibration_theory.trust_region import solve_tv_trpo, solve_tv_trpo_cvxpy
 from fibration_theory.simulations import exact_settings as ex
 from fibration_theory.simulations import tabular_mdp as tm
 from fibration_theory.simulations import token_efficiency as te
-from fibration_theory.simulations.methods import GRID_FACTORS, all_methods
+from fibration_theory.simulations.methods import all_methods
+from fibration_theory.simulations.tuning import levels
 from fibration_theory.simulations.runner import RunSpec
 
 #: CLARABEL's interior-point solution of eq 68 agrees with the vertex closed form to ~1e-8
@@ -72,7 +73,7 @@ TINY = te.SeqConfig(token_budget=1500, epochs=2)
 @pytest.mark.parametrize("method", sorted(all_methods()))
 def test_every_sequence_method_runs_and_counts_tokens(method):
     m = all_methods()[method]
-    res = te.train(TINY, m, m.params(GRID_FACTORS[-1]), seed=5)
+    res = te.train(TINY, m, m.params(1.0, 2, dict.fromkeys(m.tuned, max(levels(4)))), seed=5)
     tokens = [p["tokens"] for p in res.curve]
     assert tokens[0] == 0 and all(b > a for a, b in itertools.pairwise(tokens))
     assert tokens[-1] >= TINY.token_budget

@@ -9,17 +9,18 @@ import json
 import pytest
 
 from fibration_theory.simulations import plan as pl
+from fibration_theory.simulations import protocol as pr
 from fibration_theory.simulations import reproduce as rp
 from fibration_theory.simulations.exact_settings import ExactConfig
 from fibration_theory.simulations.figures import make_figures
 from fibration_theory.simulations.gspo_tv import GspoTvConfig
-from fibration_theory.simulations.runner import _jsonable, atomic_write_text, load_runs, run_all
+from fibration_theory.simulations.runner import _jsonable, atomic_write_text, run_all
 from fibration_theory.simulations.token_efficiency import SeqConfig
 
 TOY_SEQ = SeqConfig(token_budget=600, epochs=1)
 TOY = pl.Plan(eval_seeds=2, tune_seeds=1, exact_seeds=2, gspo_seeds=1, seq=TOY_SEQ,
               exact=ExactConfig(iterations=2, inner_steps=2),
-              gspo=GspoTvConfig(seq=TOY_SEQ))
+              gspo=GspoTvConfig(seq=TOY_SEQ), tune_configs=4)
 METHODS = ["grpo", "fiberpo_domain"]
 
 
@@ -28,7 +29,7 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     atomic_write_text(out / "plan.json", json.dumps(_jsonable(dataclasses.asdict(TOY))))
     run_all(out, pl.tuning_jobs(TOY, METHODS), workers=1, progress=False)
-    chosen = pl.choose_factors(load_runs(out, "sequence", role="tune"))
+    chosen = pr.tuning_record(pl.study(TOY, METHODS), out)
     counts = run_all(out, pl.eval_jobs(TOY, chosen, rp.EXPERIMENTS), workers=1, progress=False)
     assert counts["failed"] == 0, (out / "errors.jsonl").read_text()
     return out, chosen

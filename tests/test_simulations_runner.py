@@ -1,4 +1,5 @@
-"""Resumable runs (``fibration_theory.simulations.runner``), the plan's protocol and the summary tables.
+"""Resumable runs (``fibration_theory.simulations.runner``) and the summary tables (the
+protocol's tests are in ``test_simulations_tuning.py``).
 
 This module doubles as a fake experiment: ``run_one`` below is what the runner calls for
 the experiment name ``fake`` (patched into ``EXPERIMENT_MODULES``).
@@ -12,7 +13,6 @@ import os
 
 import pytest
 
-from fibration_theory.simulations import plan as pl
 from fibration_theory.simulations import runner as rn
 from fibration_theory.simulations import summary as sm
 
@@ -125,37 +125,6 @@ def test_bad_jobs_are_refused(tmp_path, fake):
         rn.RunSpec("fake", "a/b", "v", "eval", 0)
 
 
-def _tune_run(method, variant, seed, auc):
-    return {"spec": {"method": method, "variant": variant, "seed": seed},
-            "final": {"auc_success": auc}}
-
-
-def test_choose_factors_takes_the_best_mean_and_breaks_ties_towards_the_default():
-    runs = [_tune_run("a", "x0.333", 1000, 0.5), _tune_run("a", "x0.333", 1001, 0.7),
-            _tune_run("a", "x1", 1000, 0.55), _tune_run("a", "x1", 1001, 0.6),
-            _tune_run("b", "x3", 1000, 0.4), _tune_run("b", "x1", 1000, 0.4)]
-    chosen = pl.choose_factors(runs)
-    assert chosen["a"]["variant"] == "x0.333" and chosen["a"]["score"] == pytest.approx(0.6)
-    assert chosen["b"]["variant"] == "x1"
-
-
-def test_tuning_and_evaluation_seeds_are_disjoint():
-    plan = pl.Plan.full()
-    tune = {s.seed for s, _ in pl.tuning_jobs(plan, ["grpo"])}
-    chosen = {"grpo": {"factor": 1.0, "variant": "x1"}}
-    ev = {s.seed for s, _ in pl.eval_jobs(plan, chosen, ["sequence"])}
-    assert tune and ev and not tune & ev
-    assert len(ev) == plan.eval_seeds >= 10
-
-
-def test_every_method_gets_the_same_grid():
-    plan = pl.Plan.quick()
-    grid = {}
-    for spec, _ in pl.tuning_jobs(plan):
-        grid.setdefault(spec.method, set()).add(spec.variant)
-    assert len({frozenset(v) for v in grid.values()}) == 1, grid
-
-
 def _run(method, seed, value):
     return {"spec": {"method": method, "seed": seed}, "final": {"v": value}}
 
@@ -173,18 +142,6 @@ def test_summary_table_pairs_by_seed():
     assert "paired_vs_grpo" not in t["methods"]["grpo"]
 
 
-def test_edge_jobs_extend_only_edge_choices_and_never_enter_the_choice():
-    plan = pl.Plan.quick()
-    chosen = {"grpo": {"factor": 1.0, "variant": "x1", "scores": {"x1": 0.5}},
-              "fiberpo": {"factor": max(pl.mt.GRID_FACTORS), "variant": "x10", "scores": {}},
-              "cispo": {"factor": min(pl.mt.GRID_FACTORS), "variant": "x0.333", "scores": {}}}
-    jobs = pl.edge_jobs(plan, chosen)
-    variants = {(s.method, s.variant) for s, _ in jobs}
-    assert variants == {("fiberpo", "x30"), ("fiberpo", "x100"), ("cispo", "x0.111"),
-                        ("cispo", "x0.037")}, variants
-    assert all(s.role == "edge" for s, _ in jobs)
-
-
 def test_a_run_with_changed_parameters_or_config_is_redone(tmp_path, fake):
     rn.run_all(tmp_path, jobs(2), workers=1, progress=False)
     CALLS.clear()
@@ -193,11 +150,3 @@ def test_a_run_with_changed_parameters_or_config_is_redone(tmp_path, fake):
     counts = rn.run_all(tmp_path, changed, workers=1, progress=False)
     assert counts == {"done": 2, "skipped": 0, "failed": 0} and sorted(CALLS) == [0, 1]
     assert rn.read_run(tmp_path / changed[1][0].relpath())["final"]["value"] == 3.0
-
-
-def test_grid_variants_map_back_to_exact_factors():
-    runs = [_tune_run("cispo", pl.factor_name(f), 1000, 1.0 - abs(f - 1 / 3))
-            for f in pl.mt.GRID_FACTORS]
-    chosen = pl.choose_factors(runs)
-    assert chosen["cispo"]["factor"] == 1 / 3  # exactly, not 0.333
-    assert pl.edge_jobs(pl.Plan.quick(), chosen), "a low-edge choice must get edge runs"

@@ -8,23 +8,26 @@ pretrained checkpoint prompted few-shot. Every finished (method, seed) run is a 
 skips what is done.
 
 Protocol (:mod:`fibration_theory.simulations.protocol`, as in ``fibration reproduce``): every
-method gets the same grid
-(:data:`fibration_theory.simulations.methods.GRID_FACTORS` times its clip or budget parameters) on tuning
-seeds 1000, 1001, ...; the factor with the highest mean held-out reward over the run
-(``auc_reward``) is chosen (``DIR/tuning.json``); a choice on the edge of the grid also gets
-the two factors beyond it (role ``edge``, in ``summary["tuning_edge"]``; reported, never
-chosen); the evaluation seeds 0, 1, ... are run at the chosen factor. Plans (``plan.json`` holds the one used):
+method tunes each of its own parameters separately, on the same number of configurations
+(:mod:`fibration_theory.simulations.tuning`; ``tune`` below) on tuning seeds 1000, 1001, ...;
+the configuration with the highest mean held-out reward over the run (``auc_reward``) is
+chosen (``DIR/tuning.json``, every configuration's score); a chosen factor on the edge of its
+parameter's range also gets the two factors beyond it (role ``edge``; reported, never
+chosen); the evaluation seeds 0, 1, ... are run at the chosen configuration. Plans
+(``plan.json`` holds the one used):
 
-=====================  ========================  =================  ==========  ====  =======
-mode                   model                     tokens per run     eval seeds  tune  workers
-=====================  ========================  =================  ==========  ====  =======
-``--quick`` (CPU)      GPT-2 2 layers x 64       60k                5           1     2
-default CPU            GPT-2 4 layers x 128      100k               10          2     2
-``--device cuda``      GPT-2 6 layers x 256      300k, 4x batch     10          2     1
-``--model PATH``       the checkpoint, 3-shot    1.6k (quick 240)   3 (2)       0     1
-=====================  ========================  =================  ==========  ====  =======
+=====================  ========================  =================  ==========  ===========  =======
+mode                   model                     tokens per run     eval seeds  tune         workers
+=====================  ========================  =================  ==========  ===========  =======
+``--quick`` (CPU)      GPT-2 2 layers x 64       60k                5           9 x 1 seed   2
+default CPU            GPT-2 4 layers x 128      100k               10          16 x 2       2
+``--device cuda``      GPT-2 6 layers x 256      300k, 4x batch     10          16 x 2       1
+``--model PATH``       the checkpoint, 3-shot    1.6k (quick 240)   3 (2)       none         1
+=====================  ========================  =================  ==========  ===========  =======
 
-With ``--model`` nothing is tuned (each run costs minutes on a CPU): every method runs at
+The quick plan's 9 configurations hold 4 parameters on their own (L9(3^4)); FiberPO-Domain's
+two level scales share a column there (they move together), and its grid-edge check tries one
+factor (x3) beyond an edge instead of two. With ``--model`` nothing is tuned (each run costs minutes on a CPU): every method runs at
 its library defaults.
 """
 
@@ -43,7 +46,8 @@ from fibration_theory.simulations.lm.models import TinyConfig, require_transform
 from fibration_theory.simulations.lm.rl import LM_METHODS, RLConfig
 from fibration_theory.simulations.lm.tasks import TaskSet
 from fibration_theory.simulations.lm.warmstart import WarmStartConfig
-from fibration_theory.simulations.methods import GRID_FACTORS
+from fibration_theory.simulations.methods import all_methods
+from fibration_theory.simulations.tuning import Config
 from fibration_theory.simulations.runner import RunSpec, count_runs, load_runs
 
 from fibration_theory.outputs import output_folder
@@ -62,9 +66,12 @@ class LMPlan:
     seeds: tuple[int, ...]
     methods: tuple[str, ...]
     workers: int
-    #: tuning seeds (none: every method at its defaults, factor 1)
+    #: tuning seeds (none: every method at its defaults)
     tune_seeds: tuple[int, ...] = ()
-    grid: tuple[float, ...] = GRID_FACTORS
+    #: tuning configurations per method (``L**2``, see :mod:`fibration_theory.simulations.tuning`)
+    tune_configs: int = 16
+    #: multiples of an edge value tried beyond it in the grid-edge check
+    edge_steps: tuple[float, ...] = (3.0, 9.0)
 
 
 def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
@@ -82,6 +89,7 @@ def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
                       token_budget=240 if quick else 1_600, eval_every=3, eval_per_domain=24,
                       eval_samples=1, checkpoint_every=2, checkpoint_dir=ckpt)
         name, warm, n_seeds, workers, n_tune = "pretrained", None, 2 if quick else 3, 1, 0
+        n_configs, edge_steps = 1, (3.0, 9.0)
     else:
         tasks = TaskSet(("add", "sort", "count"), "compact")
         if device == "cuda":
@@ -98,7 +106,9 @@ def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
         source = "warm:warmstart"
         rl = RLConfig(tasks=tasks, source=source, device=device, checkpoint_dir=ckpt, **rl_kw)
         workers = 1 if device == "cuda" else 2
-        n_tune = 1 if quick and device != "cuda" else 2
+        small = quick and device != "cuda"
+        n_tune, n_configs = (1, 9) if small else (2, 16)
+        edge_steps = (3.0,) if small else (3.0, 9.0)
     unknown = sorted(set(methods) - set(LM_METHODS))
     if unknown:
         raise ValueError(f"methods: unknown {unknown}; choose from {sorted(LM_METHODS)}")
@@ -114,64 +124,58 @@ def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
             raise ValueError(f"seeds must be >= 1, got {seeds}")
         n_seeds = seeds
     return LMPlan(name, warm, rl, tuple(range(n_seeds)), tuple(methods), workers,
-                  pr.tuning_seeds(n_tune))
+                  pr.tuning_seeds(n_tune), n_configs, edge_steps)
 
 
-def run_spec(plan: LMPlan, method: str, factor: float, role: str, seed: int,
-             variant: str, override: dict | None = None) -> RunSpec:
-    """The run of ``method`` at grid ``factor`` (parameters then set by ``override``)."""
+def run_spec(plan: LMPlan, method: str, factors: dict[str, float] | float, role: str,
+             seed: int, variant: str, override: dict | None = None) -> RunSpec:
+    """The run of ``method`` at ``factors`` (a factor per tuned parameter, or one joint
+    factor; parameters then set by ``override``)."""
     return RunSpec("lm", method, variant, role, seed,
-                   pr.params_of(LM_METHODS[method], factor, 2, override))
+                   pr.params_of(LM_METHODS[method], factors, 2, override))
 
 
 def study(plan: LMPlan) -> pr.Study:
-    """The LM study's part of the protocol: grid variants ``NAME-xFACTOR``, scored by the
-    mean held-out reward over each tuning run (``auc_reward``)."""
-    def job(method: str, factor: float, role: str, seed: int) -> tuple[RunSpec, RLConfig]:
-        return (run_spec(plan, method, factor, role, seed,
-                         f"{plan.name}-{pr.factor_name(factor)}"), plan.rl)
+    """The LM study's part of the protocol: variants ``NAME-CONFIG`` (``CONFIG`` the
+    configuration's name, e.g. ``quick-x3_x1``), scored by the mean held-out reward over each
+    tuning run (``auc_reward``)."""
+    def variant(config: Config) -> str:
+        return f"{plan.name}-{config.name}"
 
-    return pr.Study(metric="auc_reward", methods=plan.methods, grid=plan.grid,
-                    tune_seeds=plan.tune_seeds, job=job, factor_of=_variant_factor,
-                    runs=lambda out, role: _runs_of(out, plan, role))
+    def job(method: str, config: Config, role: str, seed: int) -> tuple[RunSpec, RLConfig]:
+        return (run_spec(plan, method, config.as_dict, role, seed, variant(config)), plan.rl)
+
+    return pr.Study(metric="auc_reward", methods=plan.methods, n_configs=plan.tune_configs,
+                    tune_seeds=plan.tune_seeds,
+                    method_of=lambda m: all_methods()[LM_METHODS[m]], job=job,
+                    variant=variant, runs=lambda out, role: _runs_of(out, plan, role),
+                    edge_steps=plan.edge_steps)
 
 
 def tuning_jobs(plan: LMPlan) -> list[tuple[RunSpec, RLConfig]]:
-    """Every method at every grid factor on every tuning seed (variant ``NAME-xFACTOR``)."""
+    """Every method at every configuration of its design on every tuning seed."""
     return pr.tuning_jobs(study(plan))
 
 
-def choose(runs: list[dict]) -> dict[str, dict]:
-    """The tuned factor of each method (see :func:`fibration_theory.simulations.protocol.choose_factors`)."""
-    return pr.choose_factors(runs, "auc_reward", _variant_factor)
-
-
-def edge_jobs(plan: LMPlan, chosen: dict[str, dict]) -> list[tuple[RunSpec, RLConfig]]:
-    """For a method whose tuned factor is on the edge of the grid, the next two factors beyond
-    it on the tuning seeds (role ``edge``; reported, never chosen), as in ``reproduce``."""
-    return pr.edge_jobs(study(plan), chosen)
-
-
-def _variant_factor(variant: str) -> float:
-    return pr.parse_factor(variant.rsplit("-", 1)[1])
+def edge_jobs(plan: LMPlan, tuning: dict[str, dict]) -> list[tuple[RunSpec, RLConfig]]:
+    """For a chosen factor on the edge of its parameter's range, the two factors beyond it on
+    the tuning seeds (role ``edge``; reported, never chosen), as in ``reproduce``."""
+    return pr.edge_jobs(study(plan), tuning)
 
 
 def _runs_of(out: Path, plan: LMPlan, role: str) -> list[dict]:
-    """The ``role`` runs of ``plan``'s grid variants (``NAME-xFACTOR``) and methods."""
+    """The ``role`` runs of ``plan``'s tuning variants (``NAME-CONFIG``) and methods."""
     return [r for r in load_runs(out, "lm", role=role)
             if r["spec"]["variant"].rsplit("-", 1)[0] == plan.name
             and r["spec"]["method"] in plan.methods]
 
 
-def edge_scores(out: Path, plan: LMPlan) -> dict[str, dict[str, float]]:
-    """``{method: {variant: mean auc_reward}}`` of the edge runs of ``plan`` under ``out``."""
-    return pr.edge_scores(_runs_of(out, plan, "edge"), {}, "auc_reward", _variant_factor)
-
-
-def jobs(plan: LMPlan, chosen: dict[str, dict] | None = None) -> list[tuple[RunSpec, RLConfig]]:
-    """One evaluation (spec, config) per method and seed, at the chosen factor (default 1)."""
-    chosen = chosen or {}
-    return [(run_spec(plan, m, chosen.get(m, {}).get("factor", 1.0), "eval", s, plan.name), plan.rl)
+def jobs(plan: LMPlan, tuning: dict[str, dict] | None = None
+         ) -> list[tuple[RunSpec, RLConfig]]:
+    """One evaluation (spec, config) per method and seed, at the chosen configuration
+    (default: the defaults)."""
+    tuning = tuning or {}
+    return [(run_spec(plan, m, pr.factors_of(tuning, m), "eval", s, plan.name), plan.rl)
             for m in plan.methods for s in plan.seeds]
 
 
@@ -274,7 +278,7 @@ def _run(args: argparse.Namespace, out: Path, plan: LMPlan, warm_threads: int,
 
     summary = build_summary(out, plan)
     summary["tuning"] = chosen
-    summary["tuning_edge"] = edge_scores(out, plan) if plan.tune_seeds else {}
+    summary["tuning_edge"] = pr.edge_table(chosen)
     command = ("fibration lm " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["lm"] else "")
     summary["run"] = pr.run_record(failed, start, plan=plan.name,
                                    device=_device_name(args.device), torch=torch.__version__,

@@ -28,8 +28,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fibration_theory.simulations import summary as sm
+from fibration_theory.simulations import tuning as tu
 from fibration_theory.simulations.plots import band_plot, method_color, save
 from fibration_theory.simulations.runner import _jsonable, load_runs
+from fibration_theory.simulations.sensitivity import make_sensitivity_figures
 
 Runs = list[dict[str, Any]]
 
@@ -101,9 +103,9 @@ def plot_reward_curves(runs: Runs, domains: list[str]):
     top = min(float(r["curve"][-1]["tokens"]) for r in runs)
     grid = np.linspace(0, top, 40)
     for ax, key in zip(np.atleast_1d(axes), keys):
-        for k, name in enumerate(sorted(by)):
+        for name in sorted(by):
             curves = [np.interp(grid, *_eval_curve(r, key)) for r in by[name].values()]
-            band_plot(ax, grid / 1e3, curves, name, method_color(name, k), "lm" + key + name)
+            band_plot(ax, grid / 1e3, curves, name, method_color(name), "lm" + key + name)
         ax.set_title("mean over domains" if key == "reward" else key.split("/")[1], fontsize=9)
         ax.set_xlabel("sampled tokens  [thousands]")
     np.atleast_1d(axes)[0].set_ylabel("held-out reward  [fraction correct]")
@@ -124,7 +126,7 @@ def plot_level_tv(runs: Runs):
         vals = [np.median([r["final"].get(f"mean_tv/{lv}", np.nan) for r in by[name].values()])
                 for lv in levels]
         ax.bar(np.arange(len(levels)) + k * width, vals, width, label=name,
-               color=method_color(name, k))
+               color=method_color(name))
     ax.set_xticks(np.arange(len(levels)) + 0.4 - width / 2, levels)
     ax.set_ylabel("sample TV per update  [median over seeds]")
     ax.legend(fontsize=7)
@@ -146,7 +148,7 @@ def make_lm_figures(out: Path) -> list[Path]:
     for name, (fig, _) in (("lm_reward.png", plot_reward_curves(runs, domains)),
                            ("lm_level_tv.png", plot_level_tv(runs))):
         made.append(save(fig, fig_dir / name))
-    return made
+    return made + make_sensitivity_figures(Path(out))
 
 
 def _ci(x: float, lo_hi: list[float]) -> str:
@@ -158,14 +160,14 @@ def render_markdown(summary: dict[str, Any]) -> str:
     methods = summary["methods"]
     order = sorted(methods, key=lambda m: -methods[m]["reward_after"])
     tuning = summary.get("tuning") or {}
-    head = ("| method | factor | reward before | reward after [95% CI] | improvement [95% CI] "
+    head = ("| method | tuned | reward before | reward after [95% CI] | improvement [95% CI] "
             "| improved seeds | paired vs grpo [95% CI] | tokens |")
     lines = [head, "|" + "---|" * 8]
     for m in order:
         e = methods[m]
         p = e.get("paired_vs_grpo")
         paired = "(reference)" if p is None else _ci(p["median"], [p["ci_low"], p["ci_high"]])
-        lines.append(f"| {m} | {tuning.get(m, {}).get('factor', 1.0):.3g} | "
+        lines.append(f"| {m} | {tu.label(tuning.get(m, {}).get('factors', {}))} | "
                      f"{e['reward_before']:.3f} | {_ci(e['reward_after'], e['reward_after_ci'])} | "
                      f"{_ci(e['improvement'], e['improvement_ci'])} | "
                      f"{e['improved_seeds']}/{e['seeds']} | {paired} | {e['tokens']:,} |")
@@ -183,17 +185,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {m} | " + " | ".join("–" if methods[m].get(k) is None else
                                               f"{methods[m][k]:.3g}" for k in diag) + " |")
     if tuning:
-        edge = summary.get("tuning_edge") or {}
-        scores = {m: {**tuning[m]["scores"], **edge.get(m, {})} for m in tuning}
-        variants = sorted({v for sc in scores.values() for v in sc},
-                          key=lambda v: float(v.rsplit("-x", 1)[1]))
-        lines += ["", "| method (tuning score: mean held-out reward; * = grid-edge check, never "
-                  "chosen) | " + " | ".join("x" + v.rsplit("-x", 1)[1] for v in variants)
-                  + " | chosen |", "|" + "---|" * (len(variants) + 2)]
-        for m in sorted(tuning):
-            cells = [(f"{scores[m][v]:.3f}" + ("" if v in tuning[m]["scores"] else "*"))
-                     if v in scores[m] else "" for v in variants]
-            lines.append(f"| {m} | " + " | ".join(cells) + f" | x{tuning[m]['factor']:.3g} |")
+        lines += ["", "Tuning (score: mean held-out reward over the run, on the tuning seeds):",
+                  "", tu.markdown(tuning).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
