@@ -273,9 +273,10 @@ def test_command_end_to_end_writes_the_summary_and_resumes(tmp_path, monkeypatch
     files = sorted((out / "runs" / "lm").rglob("*.jsonl"))
     stamps = [f.stat().st_mtime_ns for f in files]
     # 4 configurations of levels 1/3 and 1: every chosen factor is on an edge, so each
-    # parameter gets two factors beyond it (fiberpo 3 parameters, grpo 2); then 2 x 2 eval
+    # parameter gets the quick plan's one factor beyond it (fiberpo 3 parameters, grpo 2);
+    # then 2 x 2 evaluation runs
     n_edge = sum(len(rec["edge"]) for rec in tuning.values())
-    assert n_edge == 2 * (3 + 2) and len(files) == 8 + n_edge + 4
+    assert n_edge == 3 + 2 and len(files) == 8 + n_edge + 4
     for m, rec in tuning.items():
         assert set(summary["tuning_edge"][m]) == {e["variant"] for e in rec["edge"]}
     assert cli.main(["lm", "--quick", "--out", str(out), "--no-progress"]) == 0
