@@ -58,7 +58,7 @@ class Tally:
 
 def gate_for(method: Method, params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Budgets used to label regimes, and whether upper levels are labelled."""
-    if method.loss in ("fiberpo", "fiberpo_domain"):
+    if method.loss in ("fiberpo", "fiberpo_domain", "fiberpo_slope", "fiberpo_hard"):
         gate = {k: params[k] for k in ("c_plus", "c_minus", "eps")}
         return gate, method.hierarchical
     return dict(REFERENCE_GATE), False

@@ -119,6 +119,9 @@ def all_methods() -> dict[str, Method]:
         _m("apc", "apc", ("delta",)),
         # the public unofficial plugin's FiberPO (alphadl/FibrationPO), not the paper's gate
         _m("fiberpo_clamp", "fiberpo_clamp", ("delta", "eps")),
+        # FiberPO with another rollback slope / a hard base clip (beyond the paper)
+        _m("fiberpo_slope", "fiberpo_slope", ("c_plus", "c_minus", "eps")),
+        _m("fiberpo_hard", "fiberpo_hard", ("c_plus", "c_minus", "eps")),
     ]
     return {m.name: m for m in ms}
 

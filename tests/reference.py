@@ -12,9 +12,11 @@ import numpy as np
 
 
 def g_agg(x: float, c: float, k: float) -> float:
-    """Eq 10."""
+    """Eq 10 (``k = 0``: the hard clip of ``fiberpo_hard``, ``clamp(x, -c, c)``)."""
     if abs(x) <= c:
         return x
+    if k == 0:
+        return math.copysign(c, x)
     if abs(x) < (1 + 1 / k) * c:
         return math.copysign(1.0, x) * (k + 1) * c - k * x
     return 0.0
@@ -28,8 +30,10 @@ def rows(mask: np.ndarray) -> list[list[int]]:
     return [[t for t in range(mask.shape[1]) if mask[b, t]] for b in range(mask.shape[0])]
 
 
-def fiberpo_G(x: np.ndarray, mask: np.ndarray, cp: float, cm: float, eps: float) -> np.ndarray:
-    """Eq 7 / eq 80 token by token, with sign(0) = +1."""
+def fiberpo_G(x: np.ndarray, mask: np.ndarray, cp: float, cm: float, eps: float,
+              slope: float = 1.0) -> np.ndarray:
+    """Eq 7 / eq 80 token by token, with sign(0) = +1; ``slope``: rollback slope
+    ``k = slope * T`` (1 in the paper; the variants ``fiberpo_slope``, ``fiberpo_hard``)."""
     G = np.ones_like(x)
     for b, toks in enumerate(rows(mask)):
         if not toks:
@@ -37,7 +41,7 @@ def fiberpo_G(x: np.ndarray, mask: np.ndarray, cp: float, cm: float, eps: float)
         T = len(toks)
         sp = sum(max(x[b, t], 0.0) for t in toks) / T
         sm = sum(max(-x[b, t], 0.0) for t in toks) / T
-        w = math.exp(g_agg(sp, cp, T)) / math.exp(g_agg(sm, cm, T))
+        w = math.exp(g_agg(sp, cp, slope * T)) / math.exp(g_agg(sm, cm, slope * T))
         for t in toks:
             lab = 1.0 if x[b, t] >= 0 else -1.0
             s_same, s_other = (sp, sm) if lab > 0 else (sm, sp)
@@ -156,6 +160,11 @@ def objective(name: str, x: np.ndarray, adv: np.ndarray, mask: np.ndarray, **p) 
         return token_mean((1 + np.clip(np.exp(x) - 1, -d, d)) * adv, mask)
     if name == "fiberpo":
         G = fiberpo_G(x, mask, p.get("c_plus", .12), p.get("c_minus", .05), p.get("eps", .04))
+        return seq_mean_token_mean(G * adv, mask)
+    if name in ("fiberpo_slope", "fiberpo_hard"):
+        slope = p.get("slope", .5) if name == "fiberpo_slope" else 0.0
+        G = fiberpo_G(x, mask, p.get("c_plus", .12), p.get("c_minus", .05), p.get("eps", .04),
+                      slope)
         return seq_mean_token_mean(G * adv, mask)
     if name == "fiberpo_clamp":
         G = fiberpo_clamp_G(x, mask, p.get("delta", .2), p.get("eps", .2))

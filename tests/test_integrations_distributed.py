@@ -67,6 +67,8 @@ CASES = [
     Case("fiberpo_domain-levels", "fiberpo_domain",
          {"c_plus": [0.02, 0.04, 0.08], "c_minus": [0.01, 0.03, 0.05], "eps": 0.1}),
     Case("fiberpo_clamp", "fiberpo_clamp", {"delta": 0.05, "eps": 0.1}),
+    Case("fiberpo_slope", "fiberpo_slope", {"c_plus": 0.06, "c_minus": 0.04, "eps": 0.1}),
+    Case("fiberpo_hard", "fiberpo_hard", {"c_plus": 0.06, "c_minus": 0.04, "eps": 0.1}),
 ]
 
 

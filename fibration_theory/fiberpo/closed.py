@@ -164,14 +164,17 @@ def drifts(aggregates: list[Pair]) -> list[Pair]:
     return out
 
 
-def _level_gates(drift: list[Pair], counts: list[Tensor], c_plus, c_minus
+def _level_gates(drift: list[Pair], counts: list[Tensor], c_plus, c_minus, slope: float = 1.0
                  ) -> tuple[Tensor, list[Pair]]:
     """``([B] log w, per level (regime+, regime-))``: eq 8 / eq 31 and the channel regimes of
-    ``g_agg`` it selected, accumulated left to right ``((0 + g+_0) - g-_0) + g+_1 ...``."""
+    ``g_agg`` it selected, accumulated left to right ``((0 + g+_0) - g-_0) + g+_1 ...``;
+    ``slope`` scales the rollback slope ``k = slope * T`` (1: eq 10 as printed)."""
     log_w = torch.zeros_like(drift[-1][0])
     channel = []
     for (dp, dm), t, cp, cm in zip(drift, counts, c_plus, c_minus):
         t = t.to(log_w.dtype).clamp_min(1)
+        if slope != 1.0:
+            t = t * slope
         gp, rp = _g_agg(dp, cp, t)
         gm, rm = _g_agg(dm, cm, t)
         log_w = log_w + gp - gm
@@ -224,7 +227,7 @@ def gate_log_ratio(x: Tensor, plan: GatePlan, *, stats: bool = False
     h = plan.hierarchy
     aggs = _aggregates(x, h, plan.depth)
     drift = drifts(aggs)
-    log_w, channel = _level_gates(drift, plan.counts(), plan.c_plus, plan.c_minus)
+    log_w, channel = _level_gates(drift, plan.counts(), plan.c_plus, plan.c_minus, plan.slope)
     fiber, u, v = fiber_log_residual(x, *aggs[-1], plan.eps)
     log_g = log_w[:, None] + fiber
     if not stats:

@@ -63,13 +63,14 @@ def gate(log_ratio: Tensor, plan: GatePlan, *, stats: bool = False, fast: bool |
     31-32 deeper) and, with ``stats=True``, its regime statistics.
 
     ``fast``: the fast path (``True``, where :func:`.fast.supported` allows it), the closed form
-    (``False``) or the current :func:`fast_path` setting (``None``). ``masked=True``
+    (``False``) or the current :func:`fast_path` setting (``None``); a plan with another
+    rollback slope than the paper's (``plan.slope != 1``) takes the closed form. ``masked=True``
     promises ``log_ratio`` is 0 outside the mask and that the caller masks the gradient there
     (``losses.compute`` does both); otherwise it is masked here. ``log_ratio`` is not checked
     for finiteness: the callers validate it once.
     """
     x = log_ratio if masked else closed.masked(log_ratio, plan.hierarchy)
-    use_fast = fast_enabled() if fast is None else fast
+    use_fast = (fast_enabled() if fast is None else fast) and plan.slope == 1.0
     if use_fast and _fast.supported(x, plan.hierarchy):
         return _fast.fiber_gate(x, plan, stats=stats, compiled=compile_enabled())
     log_g, reg = closed.gate_log_ratio(x, plan, stats=stats)

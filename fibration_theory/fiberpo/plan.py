@@ -75,8 +75,10 @@ class GatePlan:
 
     ``levels``: the gated upper levels of ``hierarchy``, coarse to fine (empty for FiberPO);
     ``c_plus``, ``c_minus``: one budget per gated level plus the trajectory level (last);
-    ``eps``: the fiber clip of eq 12. ``cache`` holds derived tensors (the fast path's
-    constants per dtype), built on first use.
+    ``eps``: the fiber clip of eq 12; ``slope``: the rollback slope of ``g_agg`` per token,
+    ``k = slope * T_k`` in eq 10 (1: the paper's ``k = T_k``; 0: a hard clip with no rollback,
+    a variant beyond the paper). ``cache`` holds derived tensors (the fast path's constants per
+    dtype), built on first use.
     """
 
     hierarchy: Hierarchy
@@ -84,6 +86,7 @@ class GatePlan:
     c_plus: tuple[float, ...]
     c_minus: tuple[float, ...]
     eps: float
+    slope: float = 1.0
     cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -103,11 +106,13 @@ class GatePlan:
 
 
 def gate_plan(hierarchy: Hierarchy, *, c_plus: Budget, c_minus: Budget, eps: float,
-              levels: bool, delta: Budget | None = None) -> GatePlan:
+              levels: bool, delta: Budget | None = None, slope: float = 1.0) -> GatePlan:
     """The plan of FiberPO (``levels=False``: the trajectory level only, one number per
     budget) or of the FGH chain over every level of ``hierarchy`` (``levels=True``).
 
-    ``delta``, when given, must equal ``c_plus + c_minus`` at every level.
+    ``delta``, when given, must equal ``c_plus + c_minus`` at every level. ``slope``: the
+    rollback slope per token (``k = slope * T`` in eq 10; the paper's is 1), a finite number
+    ``>= 0``.
 
     Raises:
         ValueError: naming the argument: a budget or ``eps`` not finite and ``>= 0``, a
@@ -129,4 +134,8 @@ def gate_plan(hierarchy: Hierarchy, *, c_plus: Budget, c_minus: Budget, eps: flo
         if not _is_scalar(eps):
             raise ValueError(f"eps must be one number, got {eps!r}")
     check_delta(cp, cm, delta)
-    return GatePlan(hierarchy, lvs, cp, cm, float(eps))
+    if slope != 1.0:
+        check_nonneg(slope, "slope")
+        if not _is_scalar(slope):
+            raise ValueError(f"slope must be one number, got {slope!r}")
+    return GatePlan(hierarchy, lvs, cp, cm, float(eps), float(slope))

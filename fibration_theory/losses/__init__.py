@@ -15,6 +15,7 @@ from fibration_theory.losses import (  # noqa: F401
     apc,
     fiberpo,
     fiberpo_clamp,
+    fiberpo_variants,
     sequence,
     soft,
     token_clip,
