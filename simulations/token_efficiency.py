@@ -15,9 +15,12 @@ The whole algorithm is :func:`train` (cleanrl-style, one function):
 
 Per update we record the sample TV at each level of the hierarchy, the trajectory-level
 TV of Claim 3.5 on the samples and exactly, the FiberPO regime occupancy (G-I..G-III,
-L-I..L-III; for methods without FiberPO's gate, labelled with ``REFERENCE_GATE``), and for
+L-I..L-III; for methods without FiberPO's gate, labelled with ``REFERENCE_GATE``), for
 every trajectory or node whose channel is in rollback, whether the gradient and the update
-move its drift back (Section 5.1's restorative gradient).
+move its drift back (Section 5.1's restorative gradient), and where the gradient comes from
+(``grad/*``: the shares of rollback terms, zeroed trajectories and the base gate's coupling
+of clipped tokens, and the fraction of tokens whose gradient is zeroed; see
+:mod:`.gradient_shares`).
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from fibration_theory import fiberpo, gating, losses
-from fibration_theory.hierarchy import Hierarchy
+from fibration_theory.simulations import gradient_shares
 from fibration_theory.simulations import sequence_task as st
 from fibration_theory.simulations.diagnostics import Tally, gate_for, level_tv
 from fibration_theory.simulations.methods import Method, all_methods
 from fibration_theory.simulations.runner import RunResult, RunSpec
 from fibration_theory.simulations.streams import torch_generator
+
+from fibration_theory import fiberpo, gating, losses
+from fibration_theory.hierarchy import Hierarchy
 
 Tensor = torch.Tensor
 
@@ -179,6 +183,9 @@ def train(cfg: SeqConfig, method: Method, params: dict[str, Any], seed: int,
                 out.loss.backward()
                 diag = _step_diagnostics(task, trained, tables, sub, old_lp[rows], adv[rows], h,
                                          gate, gate_levels, out.regimes)
+                diag.update(gradient_shares.update_metrics(
+                    method.loss, st.token_log_probs(policy(), sub), old_lp[rows], adv[rows], h,
+                    params, trained, extra.get("state_ids")))
                 opt.step()
                 diag.update(_restored_after(policy().detach(), sub, old_lp[rows], h,
                                             diag.pop("_rb"), "update"))
@@ -321,7 +328,7 @@ def _final(cfg: SeqConfig, curve: list[dict[str, Any]], rb: dict[str, float], no
     updates = [p for p in curve[1:]]
     if updates:
         for k in updates[0]:
-            if k.startswith(("tv/", "kl/", "regime/", "rollback_frac/")):
+            if k.startswith(("tv/", "kl/", "regime/", "rollback_frac/", "grad/")):
                 out[f"mean_{k}"] = float(np.mean([p.get(k, 0.0) for p in updates]))
     out.update({f"total_{k}": v for k, v in rb.items()})
     return out

@@ -31,8 +31,8 @@ LOG_RATIO_MAX = 20.0
 LOG_RATIO_MIN = math.log(1e-8)
 
 
-def clamp_gate(log_ratio: Tensor, mask: Tensor, lengths: Tensor, delta: float, eps: float
-               ) -> tuple[Tensor, Tensor, Tensor]:
+def clamp_gate(log_ratio: Tensor, mask: Tensor, lengths: Tensor, delta: float, eps: float,
+               base_input: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The plugin's gated ratio, per token.
 
     Args:
@@ -41,6 +41,9 @@ def clamp_gate(log_ratio: Tensor, mask: Tensor, lengths: Tensor, delta: float, e
         lengths: ``[B]`` tokens per row (``T_tau``).
         delta: base budget, ``>= 0``.
         eps: fiber clip, ``>= 0``.
+        base_input: ``[B, T]``, the same values as ``log_ratio``, used for the base only
+            (default ``log_ratio``): a separate leaf lets a caller split the gradient into
+            the base's path and the residual's (the gradient diagnostics do).
 
     Returns:
         ``gated``: ``[B, T]`` ``exp(b_tau + clip(x_i - b_tau, -eps, eps))`` with
@@ -54,7 +57,9 @@ def clamp_gate(log_ratio: Tensor, mask: Tensor, lengths: Tensor, delta: float, e
     """
     zero = torch.zeros((), dtype=log_ratio.dtype, device=log_ratio.device)
     x = torch.where(mask, log_ratio.clamp(LOG_RATIO_MIN, LOG_RATIO_MAX), zero)
-    mean = x.sum(1) / lengths.clamp_min(1).to(x.dtype)
+    xb = x if base_input is None else torch.where(
+        mask, base_input.clamp(LOG_RATIO_MIN, LOG_RATIO_MAX), zero)
+    mean = xb.sum(1) / lengths.clamp_min(1).to(x.dtype)
     base = mean.clamp(-delta, delta)[:, None]
     residual = x - base
     gated = torch.where(mask, (base + residual.clamp(-eps, eps)).exp(), zero + 1)

@@ -1,0 +1,120 @@
+"""The gradient decomposition of :mod:`simulations.gradient_shares`: its paths add up to the
+objective's own gradient, and hand-computed rollback and coupling terms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from fibration_theory.simulations import gradient_shares as gs
+
+from fibration_theory import Hierarchy, losses
+
+F64 = torch.float64
+
+
+def _batch(seed: int, scale: float):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(6, 5, generator=g) < 0.85
+    mask[:, 0] = True
+    h = Hierarchy.from_padded(mask, levels={"domain": torch.tensor([0, 0, 0, 1, 1, 1]),
+                                            "group": torch.tensor([0, 0, 1, 2, 2, 3])})
+    adv = torch.randn(6, 1, generator=g, dtype=F64).expand(6, 5) * mask
+    x = scale * torch.randn(6, 5, generator=g, dtype=F64)
+    return x, adv, h
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.03, 0.1, 0.3, 2.0])
+@pytest.mark.parametrize("name", gs.FIBER_GATES)
+def test_base_and_fiber_paths_add_up_to_the_objectives_gradient(name, scale):
+    """``total`` is autograd's gradient of the registered objective (its fast path); the
+    separately evaluated paths must rebuild it."""
+    x, adv, h = _batch(int(scale * 100), scale)
+    c = gs.coefficients(name, x, adv, h, {}, with_base=True)
+    lp = x.clone().requires_grad_(True)
+    out = losses.compute(name, lp, torch.zeros_like(x), adv, h.mask, hierarchy=h)
+    (g,) = torch.autograd.grad(-out.loss, lp)
+    torch.testing.assert_close(c["total"], g, rtol=0, atol=1e-15)
+    torch.testing.assert_close(c["base"] + c["fiber"], g, rtol=0, atol=1e-14)
+
+
+def _one_row(x, **p):
+    x = torch.tensor([x], dtype=F64)
+    h = Hierarchy.from_padded(torch.ones_like(x, dtype=torch.bool))
+    adv = torch.ones_like(x)
+    return x, adv, h
+
+
+def test_hand_computed_rollback_term():
+    """x = (0.14, 0.16), C+ = 0.1, slope 0.5 (k = 1): s+ = 0.15 in rollback, eps wide.
+    log w = 2 C+ - s+, so the rollback part is W * d log w/dx_j = -W/2 per token with
+    W = sum_i mu_i A_i G_i = (e^0.04 + e^0.06)/2; nothing is clipped, so no coupling."""
+    x, adv, h = _one_row([0.14, 0.16])
+    c = gs.coefficients("fiberpo_slope", x, adv, h, {"c_plus": 0.1, "c_minus": 0.05,
+                                                     "eps": 1.0, "slope": 0.5})
+    w = (math.exp(0.04) + math.exp(0.06)) / 2
+    assert c["rollback"][0].tolist() == pytest.approx([-w / 2, -w / 2], rel=1e-12)
+    assert c["coupling"].abs().max() == 0
+    # the hard clip has no rollback term, and its clamped row passes no base gradient
+    c = gs.coefficients("fiberpo_hard", x, adv, h, {"c_plus": 0.1, "c_minus": 0.05, "eps": 1.0})
+    assert c["rollback"].abs().max() == 0
+    torch.testing.assert_close(c["zeroed_traj"], c["total"], rtol=0, atol=0)
+
+
+def test_hand_computed_coupling_term():
+    """x = (0.05, -0.01), C+- = 0.2, eps 0.02: s+ = 0.025, s- = 0.005, pass-through. Token 0
+    is clipped (u = 0.025 >= eps), token 1 is not (u = 0.005): the coupling is token 0's
+    term through log w = s+ - s-, W_0 d log w/dx_j = W_0 / 2 for both j, W_0 = G_0 / 2 with
+    log G_0 = log w + eps - clip(-s-) = 0.02 + 0.02 + 0.005."""
+    x, adv, h = _one_row([0.05, -0.01])
+    c = gs.coefficients("fiberpo", x, adv, h, {"c_plus": 0.2, "c_minus": 0.2, "eps": 0.02})
+    w0 = math.exp(0.045) / 2
+    assert c["coupling"][0].tolist() == pytest.approx([w0 / 2, w0 / 2], rel=1e-12)
+    assert c["rollback"].abs().max() == 0 and c["zeroed_traj"].abs().max() == 0
+
+
+def test_plugin_clamp_coupling_is_its_whole_gradient_when_every_token_is_clipped():
+    """fiberpo_clamp, x = (0.05, -0.01), delta 0.2, eps 0.02: both residuals clipped (see its
+    own tests), so each token's gradient is the base's 1/T coupling only."""
+    x, adv, h = _one_row([0.05, -0.01])
+    c = gs.coefficients("fiberpo_clamp", x, adv, h, {"delta": 0.2, "eps": 0.02})
+    want = (math.exp(0.04) + 1.0) / 4
+    assert c["coupling"][0].tolist() == pytest.approx([want, want], rel=1e-12)
+    torch.testing.assert_close(c["coupling"], c["total"], rtol=1e-14, atol=0)
+
+
+def test_zeroed_tokens_of_grpo_are_its_clipped_tokens():
+    x, adv, h = _batch(3, 0.4)
+    adv = torch.where(h.mask, adv + 0.5 * torch.sign(adv) + (adv == 0) * 1.0, adv)  # A != 0
+    c = gs.coefficients("grpo", x, adv, h, {})
+    out = losses.compute("grpo", x, torch.zeros_like(x), adv, h.mask)
+    assert 0 < out.metrics["clip_frac"] < 1
+    assert gs.zeroed_token_frac(c, h.mask) == pytest.approx(out.metrics["clip_frac"], abs=0)
+    assert all(c[p].abs().max() == 0 for p in gs.PARTS)
+
+
+def test_on_policy_every_part_is_zero():
+    x, adv, h = _batch(1, 0.0)
+    for name in gs.FIBER_GATES + ("fiberpo_clamp",):
+        c = gs.coefficients(name, x, adv, h, {})
+        assert all(c[p].abs().max() == 0 for p in gs.PARTS), name
+        assert gs.zeroed_token_frac(c, h.mask) == 0.0
+
+
+def test_shares_are_projections_of_the_parameter_gradients():
+    """With log-probs linear in the parameters (lp = M theta), g_X = M^T c_X: the share is
+    <M^T c_X, M^T c> / |M^T c|^2, computed here directly."""
+    x, adv, h = _batch(2, 0.3)
+    c = gs.coefficients("fiberpo", x, adv, h, {})
+    assert c["rollback"].abs().max() > 0 and c["coupling"].abs().max() > 0
+    g = torch.Generator().manual_seed(0)
+    M = torch.randn(x.numel(), 7, generator=g, dtype=F64)
+    theta = torch.randn(7, generator=g, dtype=F64, requires_grad=True)
+    lp = (M @ theta).reshape(x.shape)
+    got = gs.shares(c, lp, [theta])
+    gt = M.T @ c["total"].reshape(-1)
+    for part in gs.PARTS:
+        gx = M.T @ c[part].reshape(-1)
+        assert got[f"grad/{part}_share"] == pytest.approx(float(gx @ gt / (gt @ gt)), rel=1e-12)
+        assert got[f"grad/{part}_norm"] == pytest.approx(float(gx.norm() / gt.norm()), rel=1e-12)
