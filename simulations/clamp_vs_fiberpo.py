@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fibration_theory.simulations import gradient_shares as gs
 
 from fibration_theory import Hierarchy, losses
-from fibration_theory.simulations import gradient_shares as gs
 
 Tensor = torch.Tensor
 F64 = torch.float64

@@ -146,7 +146,9 @@ def coefficients(name: str, log_ratio: Tensor, advantages: Tensor, h: Hierarchy,
     ``coupling``, ``zeroed_traj``, ``ungated`` (``mu A``: GRPO's on-policy coefficient), and
     for FiberPO's gate with ``with_base`` the paths ``base`` and ``fiber`` (their sum is
     ``total``)."""
-    x = torch.where(h.mask, log_ratio.detach(), torch.zeros((), dtype=log_ratio.dtype))
+    x = torch.where(h.mask, log_ratio.detach(), torch.zeros((), dtype=log_ratio.dtype,
+                                                            device=log_ratio.device))
+    advantages = advantages.detach().to(x.dtype)
     leaf = _leaf(x)
     extra = {"state_ids": state_ids} if state_ids is not None else {}
     out = losses.compute(name, leaf, torch.zeros_like(x), advantages.detach(), h.mask,
@@ -201,6 +203,19 @@ def shares(coef: dict[str, Tensor], log_probs: Tensor, params: list[Tensor]
         gx = pull(coef[part])
         out[f"grad/{part}_share"] = float(gx @ g) / g2
         out[f"grad/{part}_norm"] = float(gx.norm()) / g2 ** 0.5
+    return out
+
+
+def coefficient_metrics(coef: dict[str, Tensor], mask: Tensor) -> dict[str, float]:
+    """The cheap form for large models (no extra backward pass through the model):
+    ``grad/<part>_coef_share = <c_X, c> / ||c||^2`` in the token-coefficient space (what the
+    parameter-space share is when the log-probabilities' Jacobian is orthonormal) and
+    ``grad/zeroed_token_frac``."""
+    c = coef["total"].double()
+    c2 = float((c * c).sum())
+    out = {f"grad/{part}_coef_share": (float((coef[part].double() * c).sum()) / c2
+                                       if c2 > 0 else 0.0) for part in PARTS}
+    out["grad/zeroed_token_frac"] = zeroed_token_frac(coef, mask)
     return out
 
 

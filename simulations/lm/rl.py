@@ -13,7 +13,9 @@ Each update:
    trajectory, token; :func:`batch_hierarchy`) and takes one AdamW step on the objective
    from the registry, gradient norm clipped;
 4. logs the reward per domain, sampled tokens, the sample TV of the update at every level,
-   the FiberPO regime occupancy, the entropy and the response length; every
+   the FiberPO regime occupancy, the entropy, the response length and where the gradient
+   comes from (``grad/*_coef_share``, ``grad/zeroed_token_frac``: the token-coefficient form
+   of :mod:`fibration_theory.simulations.gradient_shares`, no extra backward pass); every
    ``eval_every`` updates it evaluates the policy on held-out problems.
 
 A run is checkpointed (model, optimizer, random streams, curve) every
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fibration_theory.simulations import gradient_shares
 from fibration_theory.simulations.diagnostics import Tally, gate_for, level_tv
 from fibration_theory.simulations.lm.evaluation import domain_means, evaluate, rollout
 from fibration_theory.simulations.lm.sampling import Rollout, token_log_probs
@@ -191,9 +194,12 @@ def train(cfg: RLConfig, method: Method, params: dict[str, Any], seed: int, *,
                 out.loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
+                coef = gradient_shares.coefficients(method.loss, lp.detach() - old_lp[rows],
+                                                    adv[rows], h, params)
                 tally.add({f"loss/{k}": v for k, v in out.metrics.items()
                            if k.startswith(("clip", "gate", "regime", "rollback"))}
-                          | {"grad_norm": float(grad_norm)})
+                          | {"grad_norm": float(grad_norm)}
+                          | gradient_shares.coefficient_metrics(coef, sub.mask))
             if nonfinite:
                 break
         point = {"update": update, "tokens": tokens,
