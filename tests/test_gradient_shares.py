@@ -118,3 +118,24 @@ def test_shares_are_projections_of_the_parameter_gradients():
         gx = M.T @ c[part].reshape(-1)
         assert got[f"grad/{part}_share"] == pytest.approx(float(gx @ gt / (gt @ gt)), rel=1e-12)
         assert got[f"grad/{part}_norm"] == pytest.approx(float(gx.norm() / gt.norm()), rel=1e-12)
+
+
+def test_recording_the_shares_leaves_the_training_run_unchanged(monkeypatch):
+    """The grad/* metrics only add keys: every other number of a run is the same with and
+    without them (no random stream, parameter or gradient is touched)."""
+    from fibration_theory.simulations import token_efficiency as te
+    from fibration_theory.simulations.methods import all_methods
+
+    cfg = te.SeqConfig(token_budget=1800, epochs=2)
+    m = all_methods()["fiberpo"]
+    with_shares = te.train(cfg, m, m.params(3.0), seed=1)
+    monkeypatch.setattr(gs, "update_metrics", lambda *a, **k: {})
+    without = te.train(cfg, m, m.params(3.0), seed=1)
+    assert len(with_shares.curve) == len(without.curve) > 2
+    for a, b in zip(with_shares.curve, without.curve):
+        assert {k: v for k, v in a.items() if not k.startswith("grad/")} == b
+    assert any(p.get("grad/coupling_norm", 0) > 0 for p in with_shares.curve)
+    extra = {k for k in with_shares.final if k.startswith("mean_grad/")}
+    assert extra and {k: v for k, v in with_shares.final.items()
+                      if k not in extra and k != "sec_per_update"} == {
+        k: v for k, v in without.final.items() if k != "sec_per_update"}
