@@ -35,3 +35,16 @@ def test_command_writes_data_and_a_figure_from_it(tmp_path, monkeypatch, capsys)
     assert cvf.main(["--out", str(tmp_path), "--figure-only"]) == 0
     assert (tmp_path / "clamp_vs_fiberpo.png").exists()
     assert "| noise | delta | regime |" in capsys.readouterr().out
+
+
+def test_docs_table_is_the_rendering_of_the_committed_data():
+    """docs/variants.md shows the sigma = 0.05 rows of summary_lines of the committed CSV
+    (rerun the command with --out docs/results/variants and paste them after a change)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    rows = cvf.read_csv(root / "docs/results/variants/clamp_vs_fiberpo.csv")
+    lines = cvf.summary_lines(rows)
+    want = lines[:2] + [ln for ln in lines[2:] if ln.startswith("| 0.05 |")]
+    doc = (root / "docs/variants.md").read_text()
+    assert "\n".join(want) in doc

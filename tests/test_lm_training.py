@@ -115,7 +115,8 @@ def test_one_rl_step_on_a_tiny_model(model, name, varied_reward):
     assert np.isfinite(moved) and moved > 0
     point = res.curve[1]
     for key in ("train_reward", "reward", "tv/trajectory", "tv/group", "tv/domain", "entropy",
-                "response_length", "regime/G-I"):
+                "response_length", "regime/G-I", "grad/zeroed_token_frac",
+                "grad/rollback_coef_share", "grad/coupling_coef_share"):
         assert np.isfinite(point[key]), key
     assert {f"reward/{d}" for d in TASKS.domains} <= set(point)
 
