@@ -27,7 +27,10 @@ the log-probabilities per part). The recorded share is the projection
 part's share of the squared gradient norm along ``g``; negative when the part opposes the
 rest), and ``grad/<X>_norm`` is ``||g_X|| / ||g||``. ``grad/zeroed_token_frac`` is the
 fraction of tokens with a nonzero advantage whose coefficient is below ``1e-6`` of its
-ungated value (``|c_j| <= 1e-6 |mu_j A_j|``): for GRPO exactly its clipped tokens. Objectives
+ungated value (``|c_j| <= 1e-6 |mu_j A_j|``): for GRPO exactly its clipped tokens.
+``grad/cos_ungated`` and ``grad/cos_grpo`` are the cosines of ``g`` with the ungated gradient
+(``c = mu A``, the on-policy one) and with GRPO's at the same log-ratios: how far the gates
+turn the update. Objectives
 without a base gate (GRPO, GSPO, ...) have no rollback, coupling or zeroed-trajectory part:
 their shares are 0.
 """
@@ -181,7 +184,8 @@ def zeroed_token_frac(coef: dict[str, Tensor], mask: Tensor) -> float:
 
 def shares(coef: dict[str, Tensor], log_probs: Tensor, params: list[Tensor]
            ) -> dict[str, float]:
-    """``grad/<part>_share`` and ``grad/<part>_norm`` of :data:`PARTS` in parameter space.
+    """``grad/<part>_share`` and ``grad/<part>_norm`` of :data:`PARTS` in parameter space,
+    and ``grad/cos_ungated`` (and ``grad/cos_grpo`` when ``coef`` holds ``grpo``).
 
     ``log_probs``: ``[B, T]`` the differentiable log-probabilities the log-ratios came from
     (its graph is kept); ``params``: the trained tensors. One backward pass per part.
@@ -195,6 +199,12 @@ def shares(coef: dict[str, Tensor], log_probs: Tensor, params: list[Tensor]
     g = pull(coef["total"])
     g2 = float(g @ g)
     out = {}
+    for key, ref in (("ungated", coef["ungated"]), ("grpo", coef.get("grpo"))):
+        if ref is None:
+            continue
+        gr = pull(ref)
+        den = (g2 * float(gr @ gr)) ** 0.5
+        out[f"grad/cos_{key}"] = float(g @ gr) / den if den > 0 else 0.0
     for part in PARTS:
         if not bool(coef[part].ne(0).any()) or g2 == 0.0:
             out[f"grad/{part}_share"] = 0.0
@@ -224,8 +234,9 @@ def update_metrics(name: str, log_probs: Tensor, old_log_probs: Tensor, advantag
                    state_ids: Tensor | None = None) -> dict[str, float]:
     """The ``grad/*`` metrics of one update (see the module docstring): ``log_probs``
     ``[B, T]`` differentiable in ``trained``; its graph is kept."""
-    coef = coefficients(name, log_probs.detach() - old_log_probs.detach(), advantages, h,
-                        params, state_ids)
+    x = log_probs.detach() - old_log_probs.detach()
+    coef = coefficients(name, x, advantages, h, params, state_ids)
+    coef["grpo"] = coefficients("grpo", x, advantages, h, {})["total"]
     out = shares(coef, log_probs, trained)
     out["grad/zeroed_token_frac"] = zeroed_token_frac(coef, h.mask)
     return out

@@ -139,3 +139,25 @@ def test_recording_the_shares_leaves_the_training_run_unchanged(monkeypatch):
     assert extra and {k: v for k, v in with_shares.final.items()
                       if k not in extra and k != "sec_per_update"} == {
         k: v for k, v in without.final.items() if k != "sec_per_update"}
+
+
+def test_cosines_with_the_ungated_and_grpo_gradients():
+    """On-policy every gate is the identity: both cosines are 1. Off-policy they are the
+    cosines of M^T c with M^T (mu A) and M^T c_grpo."""
+    g = torch.Generator().manual_seed(4)
+    x, adv, h = _batch(4, 0.3)
+    M = torch.randn(x.numel(), 9, generator=g, dtype=F64)
+    theta = torch.randn(9, generator=g, dtype=F64, requires_grad=True)
+    lp = (M @ theta).reshape(x.shape)
+    on = gs.update_metrics("fiberpo", lp, lp, adv, h, {}, [theta])
+    assert on["grad/cos_ungated"] == pytest.approx(1.0, abs=1e-12)
+    assert on["grad/cos_grpo"] == pytest.approx(1.0, abs=1e-12)
+    off = gs.update_metrics("fiberpo", lp, lp - x, adv, h, {}, [theta])
+    c = gs.coefficients("fiberpo", x, adv, h, {})
+    cg = gs.coefficients("grpo", x, adv, h, {})["total"]
+    gt, gu, gg = (M.T @ v.reshape(-1) for v in (c["total"], c["ungated"], cg))
+    assert off["grad/cos_ungated"] == pytest.approx(float(gt @ gu / (gt.norm() * gu.norm())),
+                                                    rel=1e-12)
+    assert off["grad/cos_grpo"] == pytest.approx(float(gt @ gg / (gt.norm() * gg.norm())),
+                                                 rel=1e-12)
+    assert off["grad/cos_grpo"] < 0.999
