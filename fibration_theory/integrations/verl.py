@@ -46,7 +46,10 @@ verl's configuration is honoured, never ignored:
   column ``policy_loss.domain_key`` (e.g. ``data_source``) handed to the ``fibration_*``
   loss. Otherwise every row is its own trajectory and ``fiberpo_domain`` reduces to
   ``fiberpo``; the functions also take ``group_ids``/``domain_ids`` keywords. A group or
-  domain spanning several micro-batches is gated with its micro-batch's aggregates.
+  domain spanning several micro-batches is gated with its micro-batch's aggregates, unless
+  the engine is wrapped by
+  :func:`fibration_theory.integrations.verl_minibatch.exact_forward_backward` (the whole
+  mini-batch's gates).
 """
 
 from __future__ import annotations
