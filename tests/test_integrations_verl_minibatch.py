@@ -4,7 +4,7 @@ own ``FSDPEngine.forward_backward_batch`` (its micro-batch split, backward loop 
 post-processing), its ``ppo_loss`` and ``no_padding_2_padding``.
 
 Only the model's forward is replaced (``forward_step``: a tiny float64 policy over the token
-ids, returning verl's no-padding log-probs), and verl's device lookup answers ``cpu``. Prompt
+ids, returning verl's no-padding log-probs), and verl's device lookups answer ``cpu``. Prompt
 groups (``uid``) and domains (``data_source``) are interleaved so that each spans both
 micro-batches; the old log-probs differ from the current ones so that the gates act. The
 reference is the objective on the whole mini-batch, computed here from the policy directly;
@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from tensordict import TensorDict
 from tensordict.tensorclass import NonTensorData, NonTensorStack
+from verl.utils import seqlen_balancing
 from verl.utils import tensordict_utils as tu
 from verl.workers.engine.fsdp import transformer_impl
 from verl.workers.engine.utils import detach_tree
@@ -91,12 +92,18 @@ class TinyEngine(transformer_impl.FSDPEngine):
                       "metrics": metrics}
 
 
+def _cpu_devices() -> None:
+    """verl looks up its device by name; on a CPU-only torch its lookups answer ``cuda``."""
+    transformer_impl.get_device_id = lambda: "cpu"
+    seqlen_balancing.get_device_name = lambda: "cpu"
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_rank():
     """A one-rank gloo group (verl's engine all-reduces the token count) and verl's device
     lookup answering ``cpu``."""
-    saved = transformer_impl.get_device_id
-    transformer_impl.get_device_id = lambda: "cpu"
+    saved = transformer_impl.get_device_id, seqlen_balancing.get_device_name
+    _cpu_devices()
     with tempfile.TemporaryDirectory() as tmp:
         owned = not dist.is_initialized()
         if owned:
@@ -105,7 +112,7 @@ def one_rank():
         yield
         if owned:
             dist.destroy_process_group()
-    transformer_impl.get_device_id = saved
+    transformer_impl.get_device_id, seqlen_balancing.get_device_name = saved
 
 
 def mini_batch(policy: Policy, seed: int) -> TensorDict:
@@ -119,6 +126,7 @@ def mini_batch(policy: Policy, seed: int) -> TensorDict:
     adv = torch.randn(B, 1, generator=g, dtype=torch.float64).expand(B, T).contiguous()
     w = 0.5 + torch.rand(B, T, generator=g, dtype=torch.float64)
     td = TensorDict({"prompts": torch.ones(B, P, dtype=torch.long), "responses": responses,
+                     "input_ids": torch.cat([torch.ones(B, P, dtype=torch.long), responses], 1),
                      "attention_mask": torch.cat([torch.ones(B, P, dtype=torch.long),
                                                   mask.long()], 1),
                      "response_mask": mask.long(), "loss_mask": mask.long(),
@@ -155,15 +163,21 @@ def whole(policy: Policy, td: TensorDict, agg: str) -> torch.Tensor:
     return grad
 
 
-def micro_batched(engine: TinyEngine, td: TensorDict, agg: str, exact: bool):
-    """verl's engine over the mini-batch's two micro-batches: ``(theta.grad, metrics)``."""
+def micro_batched(engine: TinyEngine, td: TensorDict, agg: str, exact: bool,
+                  dynamic: bool = False):
+    """verl's engine over the mini-batch's micro-batches (two of 4 rows, or with ``dynamic``
+    verl's dynamic batch sizes: rows regrouped by length, at most 16 tokens per micro-batch):
+    ``(theta.grad, output)``."""
     cfg = config(agg)
+    td = td.clone()
+    if dynamic:
+        tu.assign_non_tensor(td, use_dynamic_bsz=True, max_token_len_per_gpu=16)
     loss_fn = partial(fverl.hierarchical_ppo_loss, config=cfg)  # what set_loss_fn takes
     run = engine.forward_backward_batch
     if exact:
         run = exact_forward_backward(run, cfg)
     engine.module.zero_grad(set_to_none=True)
-    out = run(td.clone(), loss_fn, forward_only=False)
+    out = run(td, loss_fn, forward_only=False)
     return engine.module.theta.grad.clone(), out
 
 
@@ -171,19 +185,21 @@ def _rel(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize("agg", ["seq-mean-token-mean", "token-mean", "token-sum"])
-def test_summed_micro_batch_gradients_are_the_whole_mini_batchs(agg):
-    """Property: through verl's engine, with groups and domains spanning its micro-batches,
-    the wrapped engine's accumulated gradient equals the whole mini-batch's to float64
-    rounding; the plain engine (each micro-batch gated on its own rows) differs."""
+@pytest.mark.parametrize("agg,dynamic", [("seq-mean-token-mean", False), ("token-mean", False),
+                                         ("token-sum", False), ("seq-mean-token-mean", True)])
+def test_summed_micro_batch_gradients_are_the_whole_mini_batchs(agg, dynamic):
+    """Property: through verl's engine, with groups and domains spanning its micro-batches
+    (fixed sizes, or verl's dynamic batch sizes, which also reorder the rows), the wrapped
+    engine's accumulated gradient equals the whole mini-batch's to float64 rounding; the
+    plain engine (each micro-batch gated on its own rows) differs."""
     policy = Policy()
     engine = TinyEngine(policy)
     td = mini_batch(policy, 0)
     ref = whole(policy, td, agg)
-    grad, out = micro_batched(engine, td, agg, exact=True)
-    assert len(out["loss"]) == 2, "verl did not split the mini-batch in two"
+    grad, out = micro_batched(engine, td, agg, exact=True, dynamic=dynamic)
+    assert len(out["loss"]) >= 2, "verl did not split the mini-batch"
     assert _rel(grad, ref) <= TOL, (agg, _rel(grad, ref))
-    local, _ = micro_batched(engine, td, agg, exact=False)
+    local, _ = micro_batched(engine, td, agg, exact=False, dynamic=dynamic)
     assert _rel(local, ref) > DIFFERENT, (agg, _rel(local, ref))
 
 
@@ -218,7 +234,7 @@ DEADLINE_S = 120
 def _dp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     """One of ``world`` gloo ranks holding half of the mini-batch; verl's engine on each,
     gradients then averaged over the ranks as FSDP averages them."""
-    transformer_impl.get_device_id = lambda: "cpu"
+    _cpu_devices()
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     res = {}
@@ -289,13 +305,16 @@ if __name__ == "__main__":  # prints the figures of docs/integrations.md
     import contextlib
 
     with contextlib.contextmanager(one_rank.__wrapped__)():
-        for a in ("seq-mean-token-mean", "token-mean", "token-sum"):
+        for a, dyn in (("seq-mean-token-mean", False), ("token-mean", False),
+                       ("token-sum", False), ("seq-mean-token-mean", True)):
             pol = Policy()
             eng = TinyEngine(pol)
             batch = mini_batch(pol, 0)
             r = whole(pol, batch, a)
-            ex, _ = micro_batched(eng, batch, a, exact=True)
-            lo, _ = micro_batched(eng, batch, a, exact=False)
-            print(f"| `fiberpo_domain` | `{a}` | {_rel(ex, r):.1e} | {_rel(lo, r):.1e} |")
+            ex, o = micro_batched(eng, batch, a, exact=True, dynamic=dyn)
+            lo, _ = micro_batched(eng, batch, a, exact=False, dynamic=dyn)
+            split = f"{len(o['loss'])} dynamic" if dyn else str(len(o["loss"]))
+            print(f"| `fiberpo_domain` | `{a}` | {split} | {_rel(ex, r):.1e} | "
+                  f"{_rel(lo, r):.1e} |")
     for (a, ex), err in two_ranks().items():
         print(f"2 gloo ranks, {a}, {'exact' if ex else 'per micro-batch'}: {err:.1e}")
