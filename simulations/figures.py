@@ -337,7 +337,14 @@ def make_figures(results_dir) -> list[Path]:
     if exact:
         save("exact_curves.png", plot_exact_curves(exact))
         save("exact_adherence.png", plot_exact_adherence(exact))
-    seq = load_runs(root, "sequence", role="eval")
+    import json
+
+    from fibration_theory.simulations.plan import current
+
+    tuning_path = root / "tuning.json"
+    tuning = json.loads(tuning_path.read_text()) if tuning_path.exists() else {}
+    tag = str(plan.get("tag", ""))
+    seq = current(load_runs(root, "sequence", role="eval"), tag, tuning)
     if seq:
         save("sequence_success.png", plot_success_curves(seq, threshold))
         save("sequence_tokens.png", plot_token_efficiency(seq, budget))
@@ -349,7 +356,7 @@ def make_figures(results_dir) -> list[Path]:
     gspo = load_runs(root, "gspo_tv", role="eval")
     if gspo:
         save("gspo_tv.png", plot_gspo_tv(gspo))
-    depth = load_runs(root, "depth", role="eval")
+    depth = current(load_runs(root, "depth", role="eval"), tag, tuning)
     if depth:
         save("depth.png", plot_depth(depth, budget))
         save("depth_tokens.png", plot_token_efficiency(

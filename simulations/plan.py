@@ -34,6 +34,7 @@ from fibration_theory.simulations.protocol import (  # noqa: F401 - the protocol
     params_of,
 )
 from fibration_theory.simulations.runner import RunSpec, load_runs
+from fibration_theory.simulations.settings import Setting, suffix
 from fibration_theory.simulations.token_efficiency import SeqConfig
 
 Job = tuple[RunSpec, Any]
@@ -63,6 +64,9 @@ class Plan:
     gspo: GspoTvConfig = dataclasses.field(default_factory=GspoTvConfig)
     #: tuning configurations per method (``L**2``: see :mod:`.tuning`)
     tune_configs: int = 16
+    #: suffix of the sequence and depth runs' variant names (``-lr0.1``: settings other than
+    #: the plan's, :data:`SETTINGS`), so they are kept apart from the plan's own runs
+    tag: str = ""
 
     def __post_init__(self) -> None:
         for name in ("eval_seeds", "exact_seeds", "gspo_seeds"):
@@ -83,6 +87,31 @@ class Plan:
         return cls(eval_seeds=30, tune_seeds=2, exact_seeds=20, gspo_seeds=10, tune_configs=16)
 
 
+#: what ``fibration reproduce`` lets a flag or ``--config`` file set (the sequence run's
+#: settings, then the plan's seeds and tuning size)
+SETTINGS: tuple[Setting, ...] = (
+    Setting("lr", float, "Adam learning rate on the logits table", "lr", 0),
+    Setting("group_size", int, "completions per prompt (the group)", "g", 2),
+    Setting("prompts_per_batch", int, "prompts per batch", "p"),
+    Setting("epochs", int, "passes over each sampled batch", "e"),
+    Setting("minibatches", int, "minibatches per pass", "m"),
+    Setting("token_budget", int, "sampled tokens per run", "t"),
+    Setting("eval_seeds", int, "evaluation seeds"),
+    Setting("tune_seeds", int, "tuning seeds per configuration"),
+    Setting("tune_configs", int, "tuning configurations per method (4, 9, 16, 25 or 49)"),
+)
+_SEQ_KEYS = ("lr", "group_size", "prompts_per_batch", "epochs", "minibatches", "token_budget")
+
+
+def with_settings(plan: Plan, values: dict[str, Any]) -> Plan:
+    """``plan`` with ``values`` (checked keys of :data:`SETTINGS`); a setting of the runs
+    themselves adds its tag to ``plan.tag`` (``-lr0.1``)."""
+    seq = {k: v for k, v in values.items() if k in _SEQ_KEYS}
+    rest = {k: v for k, v in values.items() if k not in _SEQ_KEYS}
+    return dataclasses.replace(plan, seq=dataclasses.replace(plan.seq, **seq), **rest,
+                               tag=plan.tag + suffix(seq, SETTINGS))
+
+
 def study(plan: Plan, method_names: Sequence[str] | None = None) -> pr.Study:
     """The sequence study's part of the protocol: its methods, each on its tuning design,
     scored by the success AUC of each tuning run; a configuration's variant is its name."""
@@ -90,14 +119,14 @@ def study(plan: Plan, method_names: Sequence[str] | None = None) -> pr.Study:
     depth = len(plan.seq.levels)
 
     def job(method: str, config: Config, role: str, seed: int) -> Job:
-        spec = RunSpec("sequence", method, config.name, role, seed,
+        spec = RunSpec("sequence", method, config.name + plan.tag, role, seed,
                        params_of(method, config.as_dict, depth))
         return spec, plan.seq
 
     return pr.Study(metric="auc_success", methods=names, n_configs=plan.tune_configs,
                     tune_seeds=pr.tuning_seeds(plan.tune_seeds),
                     method_of=lambda m: mt.all_methods()[m], job=job,
-                    variant=lambda c: c.name,
+                    variant=lambda c: c.name + plan.tag,
                     runs=lambda out, role: load_runs(out, "sequence", role=role))
 
 
@@ -141,10 +170,23 @@ def eval_jobs(plan: Plan, tuning: dict[str, dict[str, Any]],
     if "depth" in experiments:
         f = factors_of(tuning, "fiberpo_domain")
         variant = tuning.get("fiberpo_domain", {}).get("variant") or Config(
-            tuple((p, 1.0) for p in mt.all_methods()["fiberpo_domain"].tuned)).name
+            tuple((p, 1.0) for p in mt.all_methods()["fiberpo_domain"].tuned)).name + plan.tag
         for d in CHAINS:
             params = params_of("fiberpo_domain", f, d)
             cfg = DepthConfig(seq=plan.seq, depth=d)
             for seed in range(plan.eval_seeds):
                 jobs.append((RunSpec("depth", f"depth{d}", variant, "eval", seed, params), cfg))
     return jobs
+
+
+def current(runs: list[dict[str, Any]], tag: str, tuning: dict[str, dict[str, Any]]
+            ) -> list[dict[str, Any]]:
+    """The sequence or depth runs of the plan with ``tag`` at the configurations ``tuning``
+    chose (a results folder may also hold runs of other settings or of an earlier choice)."""
+    def keep(r: dict[str, Any]) -> bool:
+        v, m = r["spec"]["variant"], r["spec"]["method"]
+        if (("-" + v.split("-", 1)[1]) if "-" in v else "") != tag:
+            return False
+        owner = "fiberpo_domain" if r["spec"]["experiment"] == "depth" else m
+        return owner not in tuning or v == tuning[owner]["variant"]
+    return [r for r in runs if keep(r)]

@@ -25,7 +25,7 @@ COLORS = {
     "fiberpo": "#d62728", "fiberpo_domain": "#ff7f0e", "fiberpo_domain_levels": "#8c564b",
     "grpo": "#1f77b4", "dapo": "#17becf", "gspo": "#2ca02c", "ppo_clip": "#9467bd",
     "cispo": "#e377c2", "gmpo": "#7f7f7f", "apc": "#bcbd22",
-    "tv_trpo": "#000000", "apc_relaxed": "#dbdb8d",
+    "fiberpo_clamp": "#000080", "tv_trpo": "#000000", "apc_relaxed": "#dbdb8d",
     "depth0": "#d62728", "depth1": "#ff9896", "depth2": "#ff7f0e", "depth3": "#8c564b",
     "depth4": "#c49c94",
 }

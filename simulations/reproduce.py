@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 from pathlib import Path
 
 from fibration_theory.simulations import plan as pl
+from fibration_theory.simulations import settings as st
+from fibration_theory.simulations import verdict as vd
 from fibration_theory.simulations import protocol as pr
 from fibration_theory.simulations import summary as sm
 from fibration_theory.simulations.runner import _jsonable, count_runs, load_runs
@@ -39,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run these experiments only (default: all)")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    st.add_arguments(parser, pl.SETTINGS)
 
 
 def kept(args: argparse.Namespace) -> str:
@@ -56,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, out: Path) -> int:
     plan = pl.Plan.quick() if args.quick else pl.Plan.full()
+    try:
+        plan = pl.with_settings(plan, st.collect(args, pl.SETTINGS))
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     start = time.perf_counter()
     pr.write_json(out / "plan.json", dataclasses.asdict(plan))
     tuned = {"sequence", "depth"} & set(args.only)
@@ -71,7 +79,44 @@ def _run(args: argparse.Namespace, out: Path) -> int:
 
         paths = make_figures(out)
         summary["figures"] = [str(p.relative_to(out)) for p in paths]
+    print(verdict_of(out, plan, chosen, quick=bool(args.quick),
+                     figures=not args.no_figures, listed=summary["figures"]), end="")
     return pr.finish(out, summary, failed, start)
+
+
+def scores(plan: pl.Plan) -> list[vd.Score]:
+    """The scores of the sequence study's verdict: the tuning score and token efficiency."""
+    budget = plan.seq.token_budget
+
+    def censored(r: dict) -> float:
+        t = float(r["final"]["tokens_to_threshold"])
+        return t if math.isfinite(t) else float(budget)
+
+    return [vd.Score("auc_success", "mean exact success rate over training, the tuning score "
+                     "[fraction]"),
+            vd.Score("tokens_to_threshold", f"sampled tokens until the success rate holds >= "
+                     f"{plan.seq.threshold:g}, censored at the budget {budget:,} [tokens]",
+                     lower_is_better=True, value=censored)]
+
+
+def quick_note(plan: pl.Plan) -> str:
+    full = pl.Plan.full()
+    return (f"Quick plan: {plan.eval_seeds} evaluation seeds and {plan.tune_seeds} tuning "
+            f"seed(s) per configuration. These seeds cannot support the full run's verdicts "
+            f"(`fibration reproduce --out DIR`: {full.eval_seeds} evaluation seeds, "
+            f"{full.tune_seeds} tuning seeds); the table below is this run's own.")
+
+
+def verdict_of(out: Path, plan: pl.Plan, chosen: dict, *, quick: bool, figures: bool,
+               listed: list[str]) -> str:
+    """Write ``out/verdict.md``/``.json`` (and the verdict figures) for the sequence study's
+    evaluation runs; returns the text to print."""
+    runs = pl.current(load_runs(out, "sequence", role="eval"), plan.tag, chosen)
+    sc = scores(plan)
+    v = vd.verdict(runs, sc, study="sequence study", note=quick_note(plan) if quick else "")
+    made = vd.make_figures(out, runs, v, sc[0]) if figures else []
+    listed += [str(p.relative_to(out)) for p in made]
+    return vd.write(out, v, [str(out / f) for f in listed])
 
 
 def build_summary(out: Path, plan: pl.Plan, chosen: dict) -> dict:
@@ -80,13 +125,13 @@ def build_summary(out: Path, plan: pl.Plan, chosen: dict) -> dict:
     exact = load_runs(out, "exact", role="eval")
     if exact:
         experiments.update(sm.exact_tables(exact))
-    seq = load_runs(out, "sequence", role="eval")
+    seq = pl.current(load_runs(out, "sequence", role="eval"), plan.tag, chosen)
     if seq:
         experiments.update(sm.sequence_tables(seq, plan.seq.token_budget))
     gspo = load_runs(out, "gspo_tv", role="eval")
     if gspo:
         experiments.update(sm.gspo_tables(gspo))
-    depth = load_runs(out, "depth", role="eval")
+    depth = pl.current(load_runs(out, "depth", role="eval"), plan.tag, chosen)
     if depth:
         experiments.update(sm.depth_tables(depth, plan.seq.token_budget))
     edge = pr.edge_table(chosen)

@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 
 from fibration_theory.simulations import protocol as pr
+from fibration_theory.simulations import settings as st
+from fibration_theory.simulations import verdict as vd
 from fibration_theory.simulations.lm.models import TinyConfig, require_transformers
 from fibration_theory.simulations.lm.rl import LM_METHODS, RLConfig
 from fibration_theory.simulations.lm.tasks import TaskSet
@@ -54,6 +56,22 @@ from fibration_theory.outputs import output_folder
 
 #: the methods compared by default (every key of LM_METHODS)
 DEFAULT_METHODS = tuple(LM_METHODS)
+
+#: what ``fibration lm`` lets a flag or ``--config`` file set (``--epochs`` and
+#: ``--minibatches`` name the plan ``NAME-eEmM``; the others add their tag, e.g. ``-lr0.001``)
+SETTINGS: tuple[st.Setting, ...] = (
+    st.Setting("lr", float, "AdamW learning rate", "lr", 0),
+    st.Setting("group_size", int, "sampled responses per prompt (the group)", "g", 2),
+    st.Setting("prompts_per_domain", int, "training prompts per domain per batch", "p"),
+    st.Setting("epochs", int, "passes over each sampled batch (2); with --minibatches 1, "
+               "--epochs 1 is purely on-policy"),
+    st.Setting("minibatches", int, "minibatches per pass (2)"),
+    st.Setting("token_budget", int, "sampled response tokens per run", "t"),
+    st.Setting("n_layer", int, "layers of the from-scratch GPT-2 (the warm start is retrained)"),
+    st.Setting("n_embd", int, "width of the from-scratch GPT-2 (a multiple of its 4 heads)"),
+    st.Setting("tune_seeds", int, "tuning seeds per configuration"),
+    st.Setting("tune_configs", int, "tuning configurations per method (4, 9, 16, 25 or 49)"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +94,8 @@ class LMPlan:
 
 def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
               methods: tuple[str, ...] = DEFAULT_METHODS, seeds: int | None = None,
-              epochs: int | None = None, minibatches: int | None = None) -> LMPlan:
+              epochs: int | None = None, minibatches: int | None = None,
+              settings: dict | None = None) -> LMPlan:
     """The plan of the module docstring's table; ``epochs``/``minibatches`` override the
     batch reuse (the plan's name then says so, e.g. ``quick-e1m1``, so its runs are kept
     apart)."""
@@ -119,10 +138,27 @@ def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
     if reuse:
         rl = dataclasses.replace(rl, **reuse)
         name += f"-e{rl.epochs}m{rl.minibatches}"
+    settings = dict(settings or {})
+    model_size = {k: settings.pop(k) for k in ("n_layer", "n_embd") if k in settings}
+    if model_size:
+        if warm is None:
+            raise ValueError(f"--{next(iter(model_size)).replace('_', '-')}: sets the "
+                             "from-scratch GPT-2's size; not with --model")
+        warm = dataclasses.replace(warm, model=dataclasses.replace(warm.model, **model_size))
+        name += "".join(f"-{t}{model_size[k]}" for k, t in (("n_layer", "L"), ("n_embd", "d"))
+                        if k in model_size)
+    n_tune = settings.pop("tune_seeds", n_tune)
+    n_configs = settings.pop("tune_configs", n_configs)
+    if settings:
+        rl = dataclasses.replace(rl, **settings)
+        name += st.suffix(settings, SETTINGS)
     if seeds is not None:
         if seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {seeds}")
         n_seeds = seeds
+    from fibration_theory.simulations.tuning import side
+
+    side(n_configs)
     return LMPlan(name, warm, rl, tuple(range(n_seeds)), tuple(methods), workers,
                   pr.tuning_seeds(n_tune), n_configs, edge_steps)
 
@@ -194,17 +230,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         choices=sorted(LM_METHODS), help="methods to compare (default: all)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (plan default)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="passes over each sampled batch (plan default 2)")
-    parser.add_argument("--minibatches", type=int, default=None,
-                        help="minibatches per pass (plan default 2); --epochs 1 --minibatches 1 "
-                             "is purely on-policy")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: the CPUs this process may use); "
                              "the warm start uses all of them, the runs share them out over "
                              "the workers")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    st.add_arguments(parser, SETTINGS)
 
 
 def thread_plan(threads: int | None, workers: int) -> tuple[int, int]:
@@ -242,9 +274,11 @@ def run(args: argparse.Namespace) -> int:
                          f"(torch {torch.__version__}); use --device cpu")
     out: Path = args.out
     try:
+        settings = st.collect(args, SETTINGS)
         plan = make_plan(quick=args.quick, device=args.device, model=args.model, out=out,
-                         methods=tuple(args.methods), seeds=args.seeds, epochs=args.epochs,
-                         minibatches=args.minibatches)
+                         methods=tuple(args.methods), seeds=args.seeds,
+                         epochs=settings.pop("epochs", None),
+                         minibatches=settings.pop("minibatches", None), settings=settings)
         warm_threads, threads = thread_plan(args.threads, plan.workers)
     except ValueError as err:
         raise SystemExit(str(err)) from None
@@ -285,7 +319,34 @@ def _run(args: argparse.Namespace, out: Path, plan: LMPlan, warm_threads: int,
                                    command=command)
     if not args.no_figures and summary["methods"]:
         summary["figures"] = [str(p.relative_to(out)) for p in make_lm_figures(out)]
+    print(verdict_of(out, plan, quick=bool(args.quick) and plan.name.startswith("quick"),
+                     figures=not args.no_figures, listed=summary.setdefault("figures", [])),
+          end="")
     return pr.finish(out, summary, failed, start)
+
+
+#: the scores of the LM study's verdict
+SCORES = (vd.Score("auc_reward", "mean held-out reward over the run, the tuning score "
+                   "[fraction correct]"),
+          vd.Score("reward_after", "held-out reward after the token budget [fraction correct]"))
+
+
+def verdict_of(out: Path, plan: LMPlan, *, quick: bool, figures: bool, listed: list[str]) -> str:
+    """Write ``out/verdict.md``/``.json`` (and the verdict figures) for the evaluation runs of
+    ``plan``; returns the text to print."""
+    runs = [r for r in load_runs(out, "lm", role="eval") if r["spec"]["variant"] == plan.name]
+    note = ""
+    if quick:
+        full = make_plan(quick=False, device="cpu", model=None, out=out)
+        note = (f"Quick plan: {len(plan.seeds)} evaluation seeds, {len(plan.tune_seeds)} "
+                f"tuning seed(s) x {plan.tune_configs} configurations per method. These seeds "
+                f"cannot support the full run's verdicts (`fibration lm --out DIR`: "
+                f"{len(full.seeds)} evaluation seeds, {len(full.tune_seeds)} tuning seeds x "
+                f"{full.tune_configs} configurations); the table below is this run's own.")
+    v = vd.verdict(runs, SCORES, study=f"small-LM study ({plan.name})", note=note)
+    made = vd.make_figures(out, runs, v, SCORES[0], prefix="lm_") if figures else []
+    listed += [str(p.relative_to(out)) for p in made]
+    return vd.write(out, v, [str(out / f) for f in listed])
 
 
 def _device_name(device: str) -> str:
