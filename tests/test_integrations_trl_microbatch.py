@@ -231,6 +231,25 @@ def test_steps_per_generation_must_be_a_multiple_of_accumulation(tmp_path):
         config(case, tmp_path, "approximate")
 
 
+def test_exact_mode_refuses_dropout(tmp_path):
+    """Property: exact mode under accumulation refuses a model with active dropout (its
+    no-grad pass would see other log-probs than the backward), naming disable_dropout; TRL's
+    disable_dropout=True clears it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    ds = Dataset.from_dict({"prompt": PROMPTS, "pid": PIDS, "topic": TOPICS})
+    dropout = lambda: GPT2LMHeadModel(GPT2Config(
+        vocab_size=len(tokenizer()), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+        resid_pdrop=0.1))
+    with pytest.raises(ValueError, match="disable_dropout"):
+        FiberGRPOTrainer(model=dropout(), reward_funcs=length_reward,
+                         args=config(CASES[1], tmp_path, "exact"), train_dataset=ds,
+                         processing_class=tokenizer())
+    FiberGRPOTrainer(model=dropout(), reward_funcs=length_reward,
+                     args=config(CASES[1], tmp_path, "exact", disable_dropout=True),
+                     train_dataset=ds, processing_class=tokenizer())
+
+
 def test_exact_mode_refuses_a_micro_batch_outside_the_buffer(tmp_path):
     """Property: under accumulation, exact mode computes a micro-batch only as part of its
     buffered optimizer step; a copy of a buffered micro-batch is refused, naming inputs."""

@@ -226,6 +226,19 @@ def test_fresh_mini_batch_runs_no_pass_and_is_exact():
     assert _rel(policy.theta.grad, ref) <= TOL
 
 
+def test_wrapped_engine_refuses_the_plain_actor_loss():
+    """Property: the wrapper with verl's own ``ppo_loss`` (which hands the policy loss no row
+    tags) raises a ValueError instead of silently gating per micro-batch."""
+    from verl.workers.utils.losses import ppo_loss
+
+    policy = Policy()
+    engine = TinyEngine(policy)
+    cfg = config("seq-mean-token-mean")
+    run = exact_forward_backward(engine.forward_backward_batch, cfg)
+    with pytest.raises(ValueError, match="hierarchical_ppo_loss"):
+        run(mini_batch(policy, 0), partial(ppo_loss, config=cfg), forward_only=False)
+
+
 WORLD = 2
 #: wall-clock bound for the spawned pair (a few seconds each on an idle machine)
 DEADLINE_S = 120

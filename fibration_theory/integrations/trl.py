@@ -23,7 +23,7 @@ micro-batches when the samples are off-policy; none on fresh samples, TRL's
 forward/backward then carries the whole step's gates; the summed micro-batch gradients are the
 gradient of the objective on the whole step. This needs ``steps_per_generation`` to be a
 multiple of ``gradient_accumulation_steps`` (a step never spans two generations) and a
-deterministic forward (no dropout). ``fiber_microbatch="local"`` is the approximate mode:
+deterministic forward (a model with active dropout is refused; TRL's ``disable_dropout``). ``fiber_microbatch="local"`` is the approximate mode:
 each micro-batch is gated on its own rows. In both modes the batch spans all processes
 (``fiber_sync_processes=True``, through :mod:`fibration_theory.integrations.distributed`, so a
 group whose completions sit on several processes is gated as one) or this process only.
@@ -158,6 +158,16 @@ class FiberGRPOTrainer(GRPOTrainer):
 
     def _refuse_unsupported(self) -> None:
         a = self.args
+        if a.fiber_microbatch == "exact" and a.gradient_accumulation_steps > 1:
+            model = self.accelerator.unwrap_model(self.model)
+            active = [n for n, m in model.named_modules()
+                      if isinstance(m, torch.nn.Dropout) and m.p > 0]
+            if active or float(getattr(model.config, "attention_dropout", 0) or 0) > 0:
+                raise ValueError(
+                    f"disable_dropout: fiber_microbatch='exact' reads each micro-batch's "
+                    f"log-probs twice (the no-grad pass and the backward), which dropout makes "
+                    f"differ ({(active or ['attention_dropout'])[0]}); set disable_dropout=True "
+                    f"or use fiber_microbatch='local' (approximate)")
         checks = [
             (a.importance_sampling_level != "token", "importance_sampling_level",
              "sequence-level ratios belong to the objective (use fiber_objective='gspo')"),

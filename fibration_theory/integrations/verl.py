@@ -314,6 +314,10 @@ def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
     merged, info = loss_params(objective, loss_agg_mode, config, params)
     mask = as_mask(response_mask, "response_mask")
     plan, rows = verl_minibatch.active(), _ROWS.get()
+    if plan is not None and rows is None:
+        raise ValueError("config: the engine is wrapped by exact_forward_backward but the actor "
+                         "loss is not hierarchical_ppo_loss (it hands the policy loss the rows "
+                         "of the micro-batch); set it with the worker's set_loss_fn")
     if (plan is None or rows is None) and not bool(mask.any()):
         # a micro-batch of empty responses holds no index of the objective: it adds nothing to
         # the globally normalized loss (a zero that keeps the graph, as verl's agg_loss does)
