@@ -41,19 +41,22 @@ def level_tv(log_ratio: Tensor, h: Hierarchy) -> dict[str, float]:
 
 
 class Tally:
-    """Running sums of per-step diagnostics, averaged per update."""
+    """Running sums of per-step diagnostics, averaged per update: each key over the steps
+    that reported it (a step without a gradient reports no gradient shares)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
         self.n = 0
 
     def add(self, d: dict[str, float]) -> None:
         for k, v in d.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.n += 1
 
     def mean(self) -> dict[str, float]:
-        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+        return {k: v / max(self.counts[k], 1) for k, v in self.sums.items()}
 
 
 def gate_for(method: Method, params: dict[str, Any]) -> tuple[dict[str, Any], bool]:

@@ -30,7 +30,8 @@ fraction of tokens with a nonzero advantage whose coefficient is below ``1e-6`` 
 ungated value (``|c_j| <= 1e-6 |mu_j A_j|``): for GRPO exactly its clipped tokens.
 ``grad/cos_ungated`` and ``grad/cos_grpo`` are the cosines of ``g`` with the ungated gradient
 (``c = mu A``, the on-policy one) and with GRPO's at the same log-ratios: how far the gates
-turn the update. Objectives
+turn the update. A step without any gradient (every advantage 0) records none of these
+(they are averaged over the steps that have one). Objectives
 without a base gate (GRPO, GSPO, ...) have no rollback, coupling or zeroed-trajectory part:
 their shares are 0.
 """
@@ -174,12 +175,21 @@ def coefficients(name: str, log_ratio: Tensor, advantages: Tensor, h: Hierarchy,
     return res
 
 
-def zeroed_token_frac(coef: dict[str, Tensor], mask: Tensor) -> float:
+def zeroed_token_frac(coef: dict[str, Tensor], mask: Tensor) -> float | None:
     """Fraction of tokens with ``A != 0`` whose coefficient is below ``ZERO_RTOL`` of
-    ``|mu A|``."""
+    ``|mu A|``; ``None`` when no token has ``A != 0``."""
     live = mask & (coef["ungated"] != 0)
+    n = int(live.sum())
+    if n == 0:
+        return None
     dead = live & (coef["total"].abs() <= ZERO_RTOL * coef["ungated"].abs())
-    return float(dead.sum()) / max(int(live.sum()), 1)
+    return float(dead.sum()) / n
+
+
+def _with_zeroed(out: dict[str, float], coef: dict[str, Tensor], mask: Tensor
+                 ) -> dict[str, float]:
+    frac = zeroed_token_frac(coef, mask)
+    return out if frac is None else out | {"grad/zeroed_token_frac": frac}
 
 
 def shares(coef: dict[str, Tensor], log_probs: Tensor, params: list[Tensor]
@@ -198,7 +208,9 @@ def shares(coef: dict[str, Tensor], log_probs: Tensor, params: list[Tensor]
 
     g = pull(coef["total"])
     g2 = float(g @ g)
-    out = {}
+    out: dict[str, float] = {}
+    if g2 == 0.0:
+        return out  # no gradient (every advantage 0): nothing to share out
     for key, ref in (("ungated", coef["ungated"]), ("grpo", coef.get("grpo"))):
         if ref is None:
             continue
@@ -206,7 +218,7 @@ def shares(coef: dict[str, Tensor], log_probs: Tensor, params: list[Tensor]
         den = (g2 * float(gr @ gr)) ** 0.5
         out[f"grad/cos_{key}"] = float(g @ gr) / den if den > 0 else 0.0
     for part in PARTS:
-        if not bool(coef[part].ne(0).any()) or g2 == 0.0:
+        if not bool(coef[part].ne(0).any()):
             out[f"grad/{part}_share"] = 0.0
             out[f"grad/{part}_norm"] = 0.0
             continue
@@ -223,10 +235,9 @@ def coefficient_metrics(coef: dict[str, Tensor], mask: Tensor) -> dict[str, floa
     ``grad/zeroed_token_frac``."""
     c = coef["total"].double()
     c2 = float((c * c).sum())
-    out = {f"grad/{part}_coef_share": (float((coef[part].double() * c).sum()) / c2
-                                       if c2 > 0 else 0.0) for part in PARTS}
-    out["grad/zeroed_token_frac"] = zeroed_token_frac(coef, mask)
-    return out
+    out = {} if c2 == 0 else {f"grad/{part}_coef_share": float((coef[part].double() * c).sum())
+                              / c2 for part in PARTS}
+    return _with_zeroed(out, coef, mask)
 
 
 def update_metrics(name: str, log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor,
@@ -237,6 +248,4 @@ def update_metrics(name: str, log_probs: Tensor, old_log_probs: Tensor, advantag
     x = log_probs.detach() - old_log_probs.detach()
     coef = coefficients(name, x, advantages, h, params, state_ids)
     coef["grpo"] = coefficients("grpo", x, advantages, h, {})["total"]
-    out = shares(coef, log_probs, trained)
-    out["grad/zeroed_token_frac"] = zeroed_token_frac(coef, h.mask)
-    return out
+    return _with_zeroed(shares(coef, log_probs, trained), coef, h.mask)

@@ -328,8 +328,11 @@ def _final(cfg: SeqConfig, curve: list[dict[str, Any]], rb: dict[str, float], no
     updates = [p for p in curve[1:]]
     if updates:
         for k in updates[0]:
-            if k.startswith(("tv/", "kl/", "regime/", "rollback_frac/", "grad/")):
+            if k.startswith(("tv/", "kl/", "regime/", "rollback_frac/")):
                 out[f"mean_{k}"] = float(np.mean([p.get(k, 0.0) for p in updates]))
+        # gradient shares: over the updates that had a gradient (see gradient_shares)
+        for k in sorted({k for p in updates for k in p if k.startswith("grad/")}):
+            out[f"mean_{k}"] = float(np.mean([p[k] for p in updates if k in p]))
     out.update({f"total_{k}": v for k, v in rb.items()})
     return out
 

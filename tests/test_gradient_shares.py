@@ -161,3 +161,24 @@ def test_cosines_with_the_ungated_and_grpo_gradients():
     assert off["grad/cos_grpo"] == pytest.approx(float(gt @ gg / (gt.norm() * gg.norm())),
                                                  rel=1e-12)
     assert off["grad/cos_grpo"] < 0.999
+
+
+def test_a_step_without_gradient_records_nothing():
+    """Every advantage 0: no share, cosine or zeroed fraction is defined, none is recorded
+    (so the update's mean runs over the steps that have a gradient)."""
+    x, _, h = _batch(5, 0.2)
+    theta = torch.zeros(x.shape, dtype=F64, requires_grad=True)
+    lp = theta + x
+    assert gs.update_metrics("fiberpo", lp, theta.detach(), torch.zeros_like(x), h, {},
+                             [theta]) == {}
+    c = gs.coefficients("grpo", x, torch.zeros_like(x), h, {})
+    assert gs.coefficient_metrics(c, h.mask) == {}
+
+
+def test_tally_averages_each_key_over_the_steps_that_report_it():
+    from fibration_theory.simulations.diagnostics import Tally
+
+    t = Tally()
+    t.add({"a": 1.0, "grad/x": 0.5})
+    t.add({"a": 3.0})
+    assert t.mean() == {"a": 2.0, "grad/x": 0.5} and t.n == 2
