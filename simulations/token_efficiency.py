@@ -131,8 +131,12 @@ def _rollback_rows(reg: gating.Regimes) -> list[tuple[Tensor, Tensor]]:
 
 
 def train(cfg: SeqConfig, method: Method, params: dict[str, Any], seed: int,
-          *, record_every: int = 1) -> RunResult:
-    """One run of ``method`` with ``params`` on the task of ``seed``; see the module docstring."""
+          *, record_every: int = 1, shares: bool = True) -> RunResult:
+    """One run of ``method`` with ``params`` on the task of ``seed``; see the module docstring.
+
+    ``shares``: record the ``grad/*`` gradient decomposition of every update (one extra
+    backward pass per part; it roughly doubles a run's cost and changes no other number).
+    """
     task = st.SequenceTask(cfg.task, seed)
     gen = torch_generator("sequence/train", seed)
     tables = [t.requires_grad_(True) for t in task.init_params()]
@@ -183,9 +187,10 @@ def train(cfg: SeqConfig, method: Method, params: dict[str, Any], seed: int,
                 out.loss.backward()
                 diag = _step_diagnostics(task, trained, tables, sub, old_lp[rows], adv[rows], h,
                                          gate, gate_levels, out.regimes)
-                diag.update(gradient_shares.update_metrics(
-                    method.loss, st.token_log_probs(policy(), sub), old_lp[rows], adv[rows], h,
-                    params, trained, extra.get("state_ids")))
+                if shares:
+                    diag.update(gradient_shares.update_metrics(
+                        method.loss, st.token_log_probs(policy(), sub), old_lp[rows],
+                        adv[rows], h, params, trained, extra.get("state_ids")))
                 opt.step()
                 diag.update(_restored_after(policy().detach(), sub, old_lp[rows], h,
                                             diag.pop("_rb"), "update"))
@@ -338,7 +343,11 @@ def _final(cfg: SeqConfig, curve: list[dict[str, Any]], rb: dict[str, float], no
 
 
 def run_one(config: SeqConfig, spec: RunSpec) -> RunResult:
-    """Runner entry point: ``spec.method`` names a method of :func:`all_methods`."""
+    """Runner entry point: ``spec.method`` names a method of :func:`all_methods`.
+
+    Tuning and grid-edge runs are scored by their success AUC only, so they skip the
+    ``grad/*`` decomposition (which doubles a run's cost); evaluation runs record it.
+    """
     method = all_methods()[spec.method]
     params = spec.param_dict
-    return train(config, method, params, spec.seed)
+    return train(config, method, params, spec.seed, shares=spec.role == "eval")

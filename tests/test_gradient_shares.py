@@ -182,3 +182,19 @@ def test_tally_averages_each_key_over_the_steps_that_report_it():
     t.add({"a": 1.0, "grad/x": 0.5})
     t.add({"a": 3.0})
     assert t.mean() == {"a": 2.0, "grad/x": 0.5} and t.n == 2
+
+
+def test_tuning_runs_skip_the_shares_and_evaluation_runs_record_them():
+    """The runner entry point records grad/* in evaluation runs only; the rest is the same."""
+    from fibration_theory.simulations import token_efficiency as te
+    from fibration_theory.simulations.methods import all_methods
+    from fibration_theory.simulations.runner import RunSpec
+
+    cfg = te.SeqConfig(token_budget=900, epochs=2)
+    params = tuple(sorted(all_methods()["fiberpo"].params(3.0).items()))
+    runs = {role: te.run_one(cfg, RunSpec("sequence", "fiberpo", "x3", role, 1, params))
+            for role in ("tune", "eval")}
+    assert not any(k.startswith("grad/") for p in runs["tune"].curve for k in p)
+    assert any(k.startswith("grad/") for p in runs["eval"].curve for k in p)
+    for a, b in zip(runs["eval"].curve, runs["tune"].curve):
+        assert {k: v for k, v in a.items() if not k.startswith("grad/")} == b
