@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fibration_theory.simulations import stats
-from fibration_theory.simulations.plots import band_plot, method_color
+from fibration_theory.simulations.plots import band_plot, legend_below, legend_outside, method_color
 from fibration_theory.simulations.plots import ci_bars as _ci_bars
 from fibration_theory.simulations.plots import group_runs as _group
 from fibration_theory.simulations.plots import rng as _rng
@@ -49,7 +49,7 @@ def plot_exact_curves(runs: Runs):
         ax.set_xlabel("policy-iteration step")
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("(J* - J) / (J* - J0)  [normalised]")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
+    legend_outside(axes[0][-1])
     fig.suptitle("Exact settings: exact TV-TRPO / APC at delta(APC) (dashed) vs relaxed "
                  "methods at a matched budget", fontsize=10)
     fig.tight_layout()
@@ -103,7 +103,7 @@ def plot_success_curves(runs: Runs, threshold: float | None = None, title: str =
         if threshold is not None:
             ax.axhline(threshold, color="k", ls=":", lw=1)
         ax.set_xlabel("sampled tokens  [thousands]")
-        ax.legend(fontsize=7, loc="lower right")
+        legend_below(ax, ncol=3)
     axes[0].set_ylabel("exact success rate  [fraction of prompts]")
     fig.suptitle(title or "Sequence task: success rate vs sampled tokens (median, 95% CI)",
                  fontsize=10)
@@ -167,7 +167,7 @@ def plot_level_tv(runs: Runs):
                label=LEVEL_LABELS[lev])
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right")
     ax.set_ylabel("sample TV of one update  [probability]")
-    ax.legend(fontsize=8, title="level", title_fontsize=8)
+    legend_outside(ax, title="level", title_fontsize=8)
     ax.set_title("Per-level sample TV of each update (mean over updates; median over seeds, "
                  "95% CI)", fontsize=10)
     fig.tight_layout()
@@ -207,8 +207,8 @@ def plot_regimes(runs: Runs, methods=("fiberpo", "fiberpo_domain", "grpo", "gspo
                              fontsize=9)
             if i == 1:
                 ax.set_xlabel("update")
-        axes[0][j].legend(fontsize=6, loc="lower left")
-        axes[1][j].legend(fontsize=6, loc="lower left")
+    legend_outside(axes[0][-1], fontsize=6)
+    legend_outside(axes[1][-1], fontsize=6)
     axes[0][0].set_ylabel("global regime  [fraction]")
     axes[1][0].set_ylabel("local regime  [fraction]")
     fig.suptitle("Regime occupancy of the trajectories during training (mean over seeds and "
@@ -272,7 +272,10 @@ def plot_gspo_tv(runs: Runs):
         ax.set_yscale("log")
         ax.set_xlabel("GSPO clip eps  [ratio units]")
         ax.set_ylabel(ylab)
-        ax.legend(fontsize=7)
+        if ax is axes[1]:
+            legend_outside(ax)
+        else:
+            legend_below(ax, ncol=2)
     fig.suptitle("Claim 3.5: the trajectory-level divergence GSPO keeps (sample estimate; "
                  "median over seeds, 95% CI)", fontsize=10)
     fig.tight_layout()

@@ -84,9 +84,21 @@ def ci_bars(ax, names, runs_by, value, *, horizontal=True, tag="bars", ref=None)
     return meds
 
 
+def legend_outside(ax, **kw) -> None:
+    """``ax``'s legend to the right of it, outside the data (``tight_layout`` makes room)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+              fontsize=kw.pop("fontsize", 7), frameon=False, **kw)
+
+
+def legend_below(ax, ncol: int = 4, **kw) -> None:
+    """``ax``'s legend under its x label, outside the data."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=ncol, frameon=False,
+              fontsize=kw.pop("fontsize", 7), **kw)
+
+
 def save(fig, path: Path, dpi: int = 110) -> Path:
     """Write ``fig`` to ``path`` and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -197,15 +197,18 @@ def tuning_record(study: Study, out: Path, *, edge: bool = True) -> Tuning:
 def run_protocol(out: Path, study: Study | None,
                  eval_jobs: Callable[[Tuning], Sequence[Job]], *,
                  workers: int, progress: bool, threads: int = 1, label: str = "",
-                 eval_label: str = "evaluation") -> tuple[Tuning, int]:
+                 eval_label: str = "evaluation", tensorboard: bool = False
+                 ) -> tuple[Tuning, int]:
     """Stages 1-4 under ``out``; returns ``(tuning record, failed runs)``.
 
     Without a ``study`` (or without tuning seeds) nothing is tuned and ``eval_jobs`` gets
-    ``{}`` (every method at its defaults). ``label`` prefixes the progress bars.
+    ``{}`` (every method at its defaults). ``label`` prefixes the progress bars;
+    ``tensorboard`` logs every run made for TensorBoard (:func:`runner.log_tensorboard`).
     """
     failed = 0
     tuning: Tuning = {}
-    kw = {"workers": workers, "progress": progress, "threads": threads}
+    kw = {"workers": workers, "progress": progress, "threads": threads,
+          "tensorboard": tensorboard}
     if study is not None and study.tune_seeds:
         failed += run_all(out, tuning_jobs(study), desc=f"{label}tuning", **kw)["failed"]
         tuning = tuning_record(study, out, edge=False)

@@ -24,7 +24,12 @@ from fibration_theory.simulations import settings as st
 from fibration_theory.simulations import verdict as vd
 from fibration_theory.simulations import protocol as pr
 from fibration_theory.simulations import summary as sm
-from fibration_theory.simulations.runner import _jsonable, count_runs, load_runs
+from fibration_theory.simulations.runner import (
+    _jsonable,
+    count_runs,
+    load_runs,
+    require_tensorboard,
+)
 
 from fibration_theory.outputs import output_folder
 
@@ -42,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run these experiments only (default: all)")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also log every run for TensorBoard under DIR/tensorboard (needs "
+                             "the extra fibration-theory[tensorboard])")
     st.add_arguments(parser, pl.SETTINGS)
 
 
@@ -54,23 +62,26 @@ def kept(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.workers <= 2:
         raise SystemExit("--workers must be 1 or 2 (the machine is shared)")
-    with output_folder(args.out) as out:
-        return _run(args, out)
-
-
-def _run(args: argparse.Namespace, out: Path) -> int:
     plan = pl.Plan.quick() if args.quick else pl.Plan.full()
     try:
         plan = pl.with_settings(plan, st.collect(args, pl.SETTINGS))
-    except ValueError as err:
+        if getattr(args, "tensorboard", False):
+            require_tensorboard()
+    except (ValueError, RuntimeError) as err:
         raise SystemExit(str(err)) from None
+    with output_folder(args.out) as out:
+        return _run(args, out, plan)
+
+
+def _run(args: argparse.Namespace, out: Path, plan: pl.Plan) -> int:
     start = time.perf_counter()
     pr.write_json(out / "plan.json", dataclasses.asdict(plan))
     tuned = {"sequence", "depth"} & set(args.only)
     chosen, failed = pr.run_protocol(
         out, pl.study(plan) if tuned else None,
         lambda chosen: pl.eval_jobs(plan, chosen, args.only),
-        workers=args.workers, progress=not args.no_progress)
+        workers=args.workers, progress=not args.no_progress,
+        tensorboard=getattr(args, "tensorboard", False))
     summary = build_summary(out, plan, chosen)
     summary["run"] = pr.run_record(failed, start, quick=bool(args.quick),
                                    workers=args.workers, experiments=list(args.only))

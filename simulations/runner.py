@@ -20,13 +20,21 @@ experiment module's ``run_one(config, spec) -> RunResult`` computes it. The runn
 * records a failed run in ``errors.jsonl`` and carries on; the run is retried next time.
 
 File layout: ``DIR/runs/EXPERIMENT/METHOD/VARIANT/ROLE-seedSEED.jsonl``; line 1 is the spec
-and the config, then one ``curve`` line per evaluation point, then one ``final`` line.
+and the config, then one ``curve`` line per evaluation point, then one ``final`` line. Beside
+it, ``ROLE-seedSEED.csv`` holds the curve as a table (one column per key, one row per point;
+written atomically before the JSONL file, which alone marks the run done). With
+``tensorboard=True`` every run this invocation makes is also logged for TensorBoard under
+``DIR/tensorboard/EXPERIMENT/METHOD/VARIANT/ROLE-seedSEED`` (each curve key a scalar against
+the sampled tokens, each final metric as ``final/KEY``; the optional extra
+``fibration-theory[tensorboard]``).
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib
+import io
 import json
 import math
 import multiprocessing as mp
@@ -120,8 +128,64 @@ def write_run(root: Path, spec: RunSpec, config: Any, result: RunResult, seconds
     lines += [json.dumps({"type": "curve", **_jsonable(p)}) for p in result.curve]
     lines.append(json.dumps({"type": "final", **_jsonable(result.final)}))
     path = root / spec.relpath()
+    atomic_write_text(path.with_suffix(".csv"), curve_csv(result.curve))
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def curve_csv(curve: Sequence[dict[str, Any]]) -> str:
+    """The curve points as CSV: a header of every key (in first-seen order), one row per
+    point; a key a point lacks is an empty cell, a list or dict is JSON, nan/inf as text."""
+    keys = list(dict.fromkeys(k for p in curve for k in p))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(keys)
+    for p in curve:
+        writer.writerow(["" if k not in p else _cell(_jsonable(p[k])) for k in keys])
+    return buf.getvalue()
+
+
+def _cell(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+
+TENSORBOARD_MISSING = ("--tensorboard needs the `tensorboard` package: pip install "
+                       "'fibration-theory[tensorboard]' (or pip install tensorboard)")
+
+
+def require_tensorboard() -> None:
+    """Raise ``RuntimeError`` (:data:`TENSORBOARD_MISSING`) unless TensorBoard is installed."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise RuntimeError(TENSORBOARD_MISSING) from None
+
+
+def log_tensorboard(root: Path, spec: RunSpec, result: RunResult) -> Path:
+    """One run's curve (step: its ``tokens``, else the point's index) and final metrics as
+    TensorBoard scalars under ``root/tensorboard/...``; a rerun replaces the folder."""
+    import shutil
+
+    require_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = Path(root, "tensorboard", *spec.relpath().with_suffix("").parts[1:])
+    if folder.exists():
+        shutil.rmtree(folder)
+    with SummaryWriter(str(folder)) as writer:
+        for i, p in enumerate(result.curve):
+            step = int(p.get("tokens", i))
+            for k, v in p.items():
+                if _scalar(v):
+                    writer.add_scalar(k, float(v), step)
+        for k, v in result.final.items():
+            if _scalar(v):
+                writer.add_scalar(f"final/{k}", float(v), 0)
+    return folder
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class IncompleteRunFile(ValueError):
@@ -242,12 +306,13 @@ def _execute(job: tuple[RunSpec, Any, Path]
 
 
 def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2,
-            desc: str = "runs", progress: bool = True, threads: int = 1) -> dict[str, int]:
+            desc: str = "runs", progress: bool = True, threads: int = 1,
+            tensorboard: bool = False) -> dict[str, int]:
     """Run every job not already on disk; returns ``{"done", "skipped", "failed"}`` counts.
 
     Jobs are ordered longest-first when the config offers ``cost`` (better packing on two
     workers). ``workers <= 1`` runs in this process (used by the tests). Each run uses
-    ``threads`` torch threads.
+    ``threads`` torch threads. ``tensorboard``: also log each run made for TensorBoard.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -271,7 +336,7 @@ def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2
         if workers == 1:
             _init_worker(threads)
             results = map(_execute, todo)
-            _handle(root, results, counts, bar)
+            _handle(root, results, counts, bar, tensorboard)
         else:
             ctx = mp.get_context("spawn")
             # the workers start with Ctrl-C ignored (inherited), so a Ctrl-C while they start
@@ -283,13 +348,14 @@ def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2
             finally:
                 signal.signal(signal.SIGINT, handler)
             with pool:
-                _handle(root, pool.imap_unordered(_execute, todo), counts, bar)
+                _handle(root, pool.imap_unordered(_execute, todo), counts, bar, tensorboard)
     finally:
         bar.close()
     return counts
 
 
-def _handle(root: Path, results: Iterable, counts: dict[str, int], bar) -> None:
+def _handle(root: Path, results: Iterable, counts: dict[str, int], bar,
+            tensorboard: bool = False) -> None:
     for spec, config, result, seconds, err in results:
         if result is None:
             counts["failed"] += 1
@@ -299,6 +365,8 @@ def _handle(root: Path, results: Iterable, counts: dict[str, int], bar) -> None:
             bar.write(f"FAILED {spec.relpath()}:\n{err.strip().splitlines()[-1]}")
         else:
             write_run(root, spec, config, result, seconds)
+            if tensorboard:
+                log_tensorboard(root, spec, result)
             counts["done"] += 1
         bar.update(1)
 

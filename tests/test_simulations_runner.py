@@ -150,3 +150,45 @@ def test_a_run_with_changed_parameters_or_config_is_redone(tmp_path, fake):
     counts = rn.run_all(tmp_path, changed, workers=1, progress=False)
     assert counts == {"done": 2, "skipped": 0, "failed": 0} and sorted(CALLS) == [0, 1]
     assert rn.read_run(tmp_path / changed[1][0].relpath())["final"]["value"] == 3.0
+
+
+def test_every_run_file_has_its_curve_as_csv_beside_it(tmp_path, fake):
+    import csv
+
+    rn.run_all(tmp_path, jobs(2), workers=1, progress=False)
+    spec = jobs(2)[1][0]
+    path = (tmp_path / spec.relpath()).with_suffix(".csv")
+    rows = list(csv.reader(path.read_text().splitlines()))
+    assert rows == [["x", "y"], ["1", "inf"]]  # the curve of run_one, inf kept as text
+    assert rn.curve_csv([{"a": 1.5}, {"b": [1, 2]}]) == 'a,b\n1.5,\n,"[1, 2]"\n'
+    assert rn.count_runs(tmp_path) == 2  # the CSV files are not run files
+
+
+def test_tensorboard_logs_each_curve_against_tokens(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = rn.RunSpec("fake", "m", "v", "eval", 3)
+    result = rn.RunResult([{"tokens": 0, "success": 0.25}, {"tokens": 96, "success": 0.5,
+                                                             "note": "text", "bad": math.nan}],
+                          {"auc": 0.4, "flag": True})
+    folder = rn.log_tensorboard(tmp_path, spec, result)
+    assert folder == tmp_path / "tensorboard" / "fake" / "m" / "v" / "eval-seed3"
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    assert sorted(acc.Tags()["scalars"]) == ["final/auc", "success", "tokens"]
+    assert [(e.step, e.value) for e in acc.Scalars("success")] == [(0, 0.25), (96, 0.5)]
+    assert acc.Scalars("final/auc")[0].value == pytest.approx(0.4)
+
+
+def test_tensorboard_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from fibration_theory import cli
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+    with pytest.raises(RuntimeError, match=r"fibration-theory\[tensorboard\]"):
+        rn.require_tensorboard()
+    with pytest.raises(SystemExit, match="--tensorboard needs"):
+        cli.main(["reproduce", "--quick", "--tensorboard", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()

@@ -50,7 +50,12 @@ from fibration_theory.simulations.lm.tasks import TaskSet
 from fibration_theory.simulations.lm.warmstart import WarmStartConfig
 from fibration_theory.simulations.methods import all_methods
 from fibration_theory.simulations.tuning import Config
-from fibration_theory.simulations.runner import RunSpec, count_runs, load_runs
+from fibration_theory.simulations.runner import (
+    RunSpec,
+    count_runs,
+    load_runs,
+    require_tensorboard,
+)
 
 from fibration_theory.outputs import output_folder
 
@@ -236,6 +241,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the workers")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also log every run for TensorBoard under DIR/tensorboard (needs "
+                             "the extra fibration-theory[tensorboard])")
     st.add_arguments(parser, SETTINGS)
 
 
@@ -280,7 +288,9 @@ def run(args: argparse.Namespace) -> int:
                          epochs=settings.pop("epochs", None),
                          minibatches=settings.pop("minibatches", None), settings=settings)
         warm_threads, threads = thread_plan(args.threads, plan.workers)
-    except ValueError as err:
+        if args.tensorboard:
+            require_tensorboard()
+    except (ValueError, RuntimeError) as err:
         raise SystemExit(str(err)) from None
     if args.model is not None:
         from fibration_theory.simulations.lm.models import resolve_checkpoint
@@ -307,7 +317,8 @@ def _run(args: argparse.Namespace, out: Path, plan: LMPlan, warm_threads: int,
         ensure_warm_start(plan.warm, out, args.device, progress)
     chosen, failed = pr.run_protocol(out, study(plan), lambda chosen: jobs(plan, chosen),
                                      workers=plan.workers, progress=progress, threads=threads,
-                                     label="lm ", eval_label=f"evaluation ({plan.name})")
+                                     label="lm ", eval_label=f"evaluation ({plan.name})",
+                                     tensorboard=args.tensorboard)
     from fibration_theory.simulations.lm.report import build_summary, make_lm_figures
 
     summary = build_summary(out, plan)

@@ -29,7 +29,9 @@ import numpy as np
 
 from fibration_theory.simulations import summary as sm
 from fibration_theory.simulations import tuning as tu
-from fibration_theory.simulations.plots import band_plot, method_color, save
+from fibration_theory.simulations import stats
+from fibration_theory.simulations.plots import band_plot, legend_outside, method_color, save
+from fibration_theory.simulations.plots import rng as plot_rng
 from fibration_theory.simulations.runner import _jsonable, load_runs
 from fibration_theory.simulations.sensitivity import make_sensitivity_figures
 
@@ -102,34 +104,49 @@ def plot_reward_curves(runs: Runs, domains: list[str]):
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), sharey=True)
     top = min(float(r["curve"][-1]["tokens"]) for r in runs)
     grid = np.linspace(0, top, 40)
+    # a run of a few hundred tokens (a pretrained model on a CPU) is not drawn in thousands
+    scale, unit = (1e3, "thousands") if top >= 5_000 else (1.0, "tokens")
     for ax, key in zip(np.atleast_1d(axes), keys):
         for name in sorted(by):
             curves = [np.interp(grid, *_eval_curve(r, key)) for r in by[name].values()]
-            band_plot(ax, grid / 1e3, curves, name, method_color(name), "lm" + key + name)
+            band_plot(ax, grid / scale, curves, name, method_color(name), "lm" + key + name)
         ax.set_title("mean over domains" if key == "reward" else key.split("/")[1], fontsize=9)
-        ax.set_xlabel("sampled tokens  [thousands]")
+        ax.set_xlabel(f"sampled tokens  [{unit}]")
     np.atleast_1d(axes)[0].set_ylabel("held-out reward  [fraction correct]")
-    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower right")
+    legend_outside(np.atleast_1d(axes)[-1])
     fig.suptitle("Small LM: reward vs sampled tokens (median over seeds, 95% CI)", fontsize=10)
     fig.tight_layout()
     return fig, axes
 
 
 def plot_level_tv(runs: Runs):
-    """Mean per-update sample TV at each level of the hierarchy, per method."""
+    """Mean per-update sample TV at each level of the hierarchy, per method: median over
+    seeds with its 95% percentile-bootstrap interval."""
     by = sm.by_method(runs)
     levels = ["token", "trajectory", "group", "domain"]
     names = sorted(by)
     fig, ax = plt.subplots(figsize=(7, 3.4))
     width = 0.8 / len(names)
     for k, name in enumerate(names):
-        vals = [np.median([r["final"].get(f"mean_tv/{lv}", np.nan) for r in by[name].values()])
-                for lv in levels]
-        ax.bar(np.arange(len(levels)) + k * width, vals, width, label=name,
-               color=method_color(name))
+        meds, lo, hi = [], [], []
+        for lv in levels:
+            vals = [r["final"][f"mean_tv/{lv}"] for r in by[name].values()
+                    if np.isfinite(r["final"].get(f"mean_tv/{lv}", np.nan))]
+            if not vals:
+                meds.append(np.nan)
+                lo.append(0.0)
+                hi.append(0.0)
+                continue
+            est = stats.bootstrap_ci(vals, "median", rng=plot_rng(f"lm_level_tv/{name}/{lv}"))
+            meds.append(est.point)
+            lo.append(est.point - est.low)
+            hi.append(est.high - est.point)
+        ax.bar(np.arange(len(levels)) + k * width, meds, width, yerr=[lo, hi], capsize=2,
+               label=name, color=method_color(name))
     ax.set_xticks(np.arange(len(levels)) + 0.4 - width / 2, levels)
     ax.set_ylabel("sample TV per update  [median over seeds]")
-    ax.legend(fontsize=7)
+    ax.set_title("Per-level sample TV of each update (median over seeds, 95% CI)", fontsize=9)
+    legend_outside(ax)
     fig.tight_layout()
     return fig, ax
 
