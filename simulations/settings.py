@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,11 @@ class Setting:
 
     def check(self, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{self.flag} must be a number, got {value!r}")
+            raise ValueError(f"{self.flag} must be a number, got {value!r}")  # noqa: TRY004
         if self.type is int and value != int(value):
             raise ValueError(f"{self.flag} must be an integer, got {value!r}")
         value = self.type(value)
-        if not value >= self.minimum or value != value or value == float("inf"):
+        if not (math.isfinite(value) and value >= self.minimum):
             raise ValueError(f"{self.flag} must be >= {self.minimum:g} and finite, got {value}")
         if self.type is float and self.minimum == 0 and value == 0:
             raise ValueError(f"{self.flag} must be > 0, got {value}")
@@ -84,7 +85,7 @@ def load_config(path: Path | None, settings: Sequence[Setting]) -> dict[str, Any
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"--config: {path} must hold a mapping of settings")
+        raise ValueError(f"--config: {path} must hold a mapping of settings")  # noqa: TRY004
     known = {s.key for s in settings}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -117,9 +117,10 @@ def markdown(v: dict, figures: Sequence[str] = ()) -> str:
         parts.append(f"**{v['note']}**")
     for t in v["scores"]:
         better = "lower" if t["lower_is_better"] else "higher"
-        lines = [f"`{t['key']}`: {t['description']} ({better} is better)", "",
-                 f"| method | paired diff. vs {v['reference']} [95% CI] | P(improvement) "
-                 "[95% CI] | seeds | verdict |", "|---|---|---|---|---|"]
+        head = (f"| method | paired diff. vs {v['reference']} [95% CI] | P(improvement) "
+                "[95% CI] | seeds | verdict |")
+        lines = [f"`{t['key']}`: {t['description']} ({better} is better)", "", head,
+                 "|---|---|---|---|---|"]
         for r in t["rows"]:
             d, p = r["paired_diff"], r["poi"]
             lines.append(f"| {r['method']} | {_num(d['median'])} [{_num(d['ci_low'])}, "

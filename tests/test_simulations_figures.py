@@ -30,7 +30,7 @@ def test_colours_follow_the_method_never_its_rank():
     runs = [{"spec": {"method": m, "seed": s}, "final": {
         "tokens_to_threshold": 1000.0 * (5 - k) + s, "final_success": 0.5}}
         for k, m in enumerate(names) for s in range(3)]
-    fig, axes = fg.plot_token_efficiency(runs, 40_000)
+    _, axes = fg.plot_token_efficiency(runs, 40_000)
     labels = [t.get_text() for t in axes[0].get_yticklabels()]
     bars = axes[0].patches
     assert labels == names[::-1]  # sorted by tokens: the rank differs from the name order
@@ -40,7 +40,7 @@ def test_colours_follow_the_method_never_its_rank():
 
 def test_the_lm_reward_axis_counts_tokens_when_a_run_has_a_few_hundred():
     small = [_lm_run(m, s, 279) for m in ("grpo", "fiberpo") for s in range(2)]
-    fig, axes = lr.plot_reward_curves(small, ["add"])
+    _, axes = lr.plot_reward_curves(small, ["add"])
     assert axes[0].get_xlabel() == "sampled tokens  [tokens]"
     assert axes[0].get_xlim()[1] >= 279 * 0.99
     big = [_lm_run(m, s, 60_000) for m in ("grpo",) for s in range(2)]
@@ -51,7 +51,7 @@ def test_the_lm_reward_axis_counts_tokens_when_a_run_has_a_few_hundred():
 
 def test_the_lm_level_tv_bars_carry_intervals():
     runs = [_lm_run(m, s, 100) for m in ("grpo", "fiberpo") for s in range(4)]
-    fig, ax = lr.plot_level_tv(runs)
+    _, ax = lr.plot_level_tv(runs)
     errs = [c for c in ax.containers if getattr(c, "errorbar", None) is not None]
     assert len(errs) == 2  # one per method
     segs = errs[0].errorbar.lines[2][0].get_segments()
