@@ -356,6 +356,11 @@ def make_figures(results_dir) -> list[Path]:
         save("sequence_level_tv.png", plot_level_tv(seq))
         save("sequence_regimes.png", plot_regimes(seq))
         save("sequence_rollback.png", plot_rollback(seq))
+        from fibration_theory.simulations import verdict as vd
+        from fibration_theory.simulations.reproduce import scores
+
+        sc = scores(int(budget), threshold)
+        made += vd.make_figures(root, seq, vd.verdict(seq, sc, study="sequence study"), sc[0])
     gspo = load_runs(root, "gspo_tv", role="eval")
     if gspo:
         save("gspo_tv.png", plot_gspo_tv(gspo))

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from fibration_theory.simulations import tuning as tu
 from fibration_theory.simulations.summary import markdown_table
 
 #: extra columns shown per table (a table not listed gets none)
@@ -41,6 +42,11 @@ def render(summary: dict, only: str | None = None) -> str:
         parts.append(f"#### `{name}`\n\n{entry['metric']} "
                      f"({'lower' if entry['lower_is_better'] else 'higher'} is better)\n\n"
                      + markdown_table(entry, extra=extras_for(name)))
+    tuning = summary.get("tuning") or {}
+    if not only and tuning and all("configs" in rec for rec in tuning.values()):
+        parts.append("#### tuning\n\nmean tuning score (success AUC) over the tuning seeds; "
+                     "every configuration's score is in tuning.json\n\n"
+                     + tu.markdown(tuning).rstrip("\n"))
     return "\n\n".join(parts) + "\n"
 
 

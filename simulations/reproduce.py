@@ -90,14 +90,14 @@ def _run(args: argparse.Namespace, out: Path, plan: pl.Plan) -> int:
 
         paths = make_figures(out)
         summary["figures"] = [str(p.relative_to(out)) for p in paths]
-    print(verdict_of(out, plan, chosen, quick=bool(args.quick),
-                     figures=not args.no_figures, listed=summary["figures"]), end="")
+    print(verdict_of(out, plan, chosen, quick=bool(args.quick), listed=summary["figures"]),
+          end="")
     return pr.finish(out, summary, failed, start)
 
 
-def scores(plan: pl.Plan) -> list[vd.Score]:
-    """The scores of the sequence study's verdict: the tuning score and token efficiency."""
-    budget = plan.seq.token_budget
+def scores(budget: int, threshold: float) -> list[vd.Score]:
+    """The scores of the sequence study's verdict: the tuning score and token efficiency
+    (tokens to hold ``threshold``, censored at ``budget``)."""
 
     def censored(r: dict) -> float:
         t = float(r["final"]["tokens_to_threshold"])
@@ -106,7 +106,7 @@ def scores(plan: pl.Plan) -> list[vd.Score]:
     return [vd.Score("auc_success", "mean exact success rate over training, the tuning score "
                      "[fraction]"),
             vd.Score("tokens_to_threshold", f"sampled tokens until the success rate holds >= "
-                     f"{plan.seq.threshold:g}, censored at the budget {budget:,} [tokens]",
+                     f"{threshold:g}, censored at the budget {budget:,} [tokens]",
                      lower_is_better=True, value=censored)]
 
 
@@ -118,15 +118,13 @@ def quick_note(plan: pl.Plan) -> str:
             f"{full.tune_seeds} tuning seeds); the table below is this run's own.")
 
 
-def verdict_of(out: Path, plan: pl.Plan, chosen: dict, *, quick: bool, figures: bool,
+def verdict_of(out: Path, plan: pl.Plan, chosen: dict, *, quick: bool,
                listed: list[str]) -> str:
-    """Write ``out/verdict.md``/``.json`` (and the verdict figures) for the sequence study's
-    evaluation runs; returns the text to print."""
+    """Write ``out/verdict.md``/``.json`` for the sequence study's evaluation runs, listing
+    the figures ``listed`` (paths inside ``out``); returns the text to print."""
     runs = pl.current(load_runs(out, "sequence", role="eval"), plan.tag, chosen)
-    sc = scores(plan)
-    v = vd.verdict(runs, sc, study="sequence study", note=quick_note(plan) if quick else "")
-    made = vd.make_figures(out, runs, v, sc[0]) if figures else []
-    listed += [str(p.relative_to(out)) for p in made]
+    v = vd.verdict(runs, scores(plan.seq.token_budget, plan.seq.threshold),
+                   study="sequence study", note=quick_note(plan) if quick else "")
     return vd.write(out, v, [str(out / f) for f in listed])
 
 

@@ -331,20 +331,15 @@ def _run(args: argparse.Namespace, out: Path, plan: LMPlan, warm_threads: int,
     if not args.no_figures and summary["methods"]:
         summary["figures"] = [str(p.relative_to(out)) for p in make_lm_figures(out)]
     print(verdict_of(out, plan, quick=bool(args.quick) and plan.name.startswith("quick"),
-                     figures=not args.no_figures, listed=summary.setdefault("figures", [])),
-          end="")
+                     listed=summary.setdefault("figures", [])), end="")
     return pr.finish(out, summary, failed, start)
 
 
-#: the scores of the LM study's verdict
-SCORES = (vd.Score("auc_reward", "mean held-out reward over the run, the tuning score "
-                   "[fraction correct]"),
-          vd.Score("reward_after", "held-out reward after the token budget [fraction correct]"))
+def verdict_of(out: Path, plan: LMPlan, *, quick: bool, listed: list[str]) -> str:
+    """Write ``out/verdict.md``/``.json`` for the evaluation runs of ``plan``, listing the
+    figures ``listed`` (paths inside ``out``); returns the text to print."""
+    from fibration_theory.simulations.lm.report import SCORES
 
-
-def verdict_of(out: Path, plan: LMPlan, *, quick: bool, figures: bool, listed: list[str]) -> str:
-    """Write ``out/verdict.md``/``.json`` (and the verdict figures) for the evaluation runs of
-    ``plan``; returns the text to print."""
     runs = [r for r in load_runs(out, "lm", role="eval") if r["spec"]["variant"] == plan.name]
     note = ""
     if quick:
@@ -355,8 +350,6 @@ def verdict_of(out: Path, plan: LMPlan, *, quick: bool, figures: bool, listed: l
                 f"{len(full.seeds)} evaluation seeds, {len(full.tune_seeds)} tuning seeds x "
                 f"{full.tune_configs} configurations); the table below is this run's own.")
     v = vd.verdict(runs, SCORES, study=f"small-LM study ({plan.name})", note=note)
-    made = vd.make_figures(out, runs, v, SCORES[0], prefix="lm_") if figures else []
-    listed += [str(p.relative_to(out)) for p in made]
     return vd.write(out, v, [str(out / f) for f in listed])
 
 

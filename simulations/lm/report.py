@@ -29,6 +29,7 @@ import numpy as np
 
 from fibration_theory.simulations import summary as sm
 from fibration_theory.simulations import tuning as tu
+from fibration_theory.simulations import verdict as vd
 from fibration_theory.simulations import stats
 from fibration_theory.simulations.plots import band_plot, legend_outside, method_color, save
 from fibration_theory.simulations.plots import rng as plot_rng
@@ -47,6 +48,12 @@ DIAGNOSTICS = ("mean_tv/token", "mean_tv/trajectory", "mean_tv/group", "mean_tv/
                "mean_loss/rollback_frac/trajectory", "mean_loss/rollback_frac/group",
                "mean_loss/rollback_frac/domain", "mean_entropy", "mean_response_length",
                "sec_per_update")
+
+
+#: the scores of the LM study's verdict (:mod:`fibration_theory.simulations.verdict`)
+SCORES = (vd.Score("auc_reward", "mean held-out reward over the run, the tuning score "
+                   "[fraction correct]"),
+          vd.Score("reward_after", "held-out reward after the token budget [fraction correct]"))
 
 
 def build_summary(out: Path, plan: Any) -> dict[str, Any]:
@@ -165,6 +172,8 @@ def make_lm_figures(out: Path) -> list[Path]:
     for name, (fig, _) in (("lm_reward.png", plot_reward_curves(runs, domains)),
                            ("lm_level_tv.png", plot_level_tv(runs))):
         made.append(save(fig, fig_dir / name))
+    v = vd.verdict(runs, SCORES, study=f"small-LM study ({plan['name']})")
+    made += vd.make_figures(Path(out), runs, v, SCORES[0], prefix="lm_")
     return made + make_sensitivity_figures(Path(out))
 
 
