@@ -274,6 +274,14 @@ def is_done(root: Path, spec: RunSpec, config: Any = None) -> bool:
     return same_params and same_config
 
 
+def _ensure_csv(path: Path) -> None:
+    """Write the CSV curve of a finished run file that has none (a run made before the CSV
+    logs existed), from the run file itself."""
+    csv_path = path.with_suffix(".csv")
+    if not csv_path.exists():
+        atomic_write_text(csv_path, curve_csv(read_run(path)["curve"]))
+
+
 def count_runs(root: Path) -> int:
     """Number of run files under ``root/runs`` (what a stopped command keeps)."""
     base = Path(root) / "runs"
@@ -325,6 +333,8 @@ def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2
         seen.add(spec)
         if not is_done(root, spec, config):
             todo.append((spec, config, root))
+        else:
+            _ensure_csv(root / spec.relpath())
     skipped = len(jobs) - len(todo)
     todo.sort(key=lambda j: -float(getattr(j[1], "cost", 1.0)))
     counts = {"done": 0, "skipped": skipped, "failed": 0}

@@ -164,6 +164,17 @@ def test_every_run_file_has_its_curve_as_csv_beside_it(tmp_path, fake):
     assert rn.count_runs(tmp_path) == 2  # the CSV files are not run files
 
 
+def test_a_finished_run_without_its_csv_gets_it_when_skipped(tmp_path, fake):
+    rn.run_all(tmp_path, jobs(2), workers=1, progress=False)
+    path = (tmp_path / jobs(2)[1][0].relpath()).with_suffix(".csv")
+    expected = path.read_text()
+    path.unlink()  # a run file made before the CSV logs existed
+    CALLS.clear()
+    counts = rn.run_all(tmp_path, jobs(2), workers=1, progress=False)
+    assert counts["skipped"] == 2 and not CALLS  # nothing recomputed
+    assert path.read_text() == expected
+
+
 def test_tensorboard_logs_each_curve_against_tokens(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
