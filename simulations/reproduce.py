@@ -125,7 +125,7 @@ def verdict_of(out: Path, plan: pl.Plan, chosen: dict, *, quick: bool,
     runs = pl.current(load_runs(out, "sequence", role="eval"), plan.tag, chosen)
     v = vd.verdict(runs, scores(plan.seq.token_budget, plan.seq.threshold),
                    study="sequence study", note=quick_note(plan) if quick else "")
-    return vd.write(out, v, [str(out / f) for f in listed])
+    return vd.write(out, v, listed)
 
 
 def build_summary(out: Path, plan: pl.Plan, chosen: dict) -> dict:

@@ -135,11 +135,12 @@ def markdown(v: dict, figures: Sequence[str] = ()) -> str:
 
 
 def write(out: Path, v: dict, figures: Sequence[str] = ()) -> str:
-    """``out/verdict.md`` and ``out/verdict.json`` (atomically); returns the Markdown."""
-    text = markdown(v, figures)
-    write_text(Path(out) / "verdict.md", text)
+    """``out/verdict.md`` and ``out/verdict.json`` (atomically), listing ``figures`` (paths
+    inside ``out``) as they are, so the files stay right when the folder moves; returns the
+    Markdown to print, with the figures as ``out/...`` paths."""
+    write_text(Path(out) / "verdict.md", markdown(v, figures))
     write_text(Path(out) / "verdict.json", json.dumps({**v, "figures": list(figures)}, indent=1))
-    return text
+    return markdown(v, [str(Path(out) / f) for f in figures])
 
 
 # ------------------------------------------------------------------------------- figures

@@ -45,8 +45,10 @@ def test_the_verdict_says_better_worse_or_not_resolved_from_the_paired_interval(
     assert cost["up"] == "worse" and cost["down"] == "better"  # lower is better there
     text = vd.write(tmp_path, v, ["figures/a.png"])
     assert "Quick plan: not the full verdict" in text and "| up | 0.1 [0.1, 0.1]" in text
-    assert "- figures/a.png" in text
-    assert (tmp_path / "verdict.md").read_text() == text
+    assert f"- {tmp_path / 'figures/a.png'}" in text  # printed: where the figure is
+    saved = (tmp_path / "verdict.md").read_text()  # saved: relative to the folder
+    assert "- figures/a.png" in saved and str(tmp_path) not in saved
+    assert saved.replace("- figures/a.png", f"- {tmp_path / 'figures/a.png'}") == text
     assert json.loads((tmp_path / "verdict.json").read_text())["scores"][0]["rows"]
     paths = vd.make_figures(tmp_path, runs, v, vd.Score("v", "test"))
     assert [p.name for p in paths] == ["verdict_poi.png", "verdict_profiles.png"]

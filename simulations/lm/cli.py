@@ -350,7 +350,7 @@ def verdict_of(out: Path, plan: LMPlan, *, quick: bool, listed: list[str]) -> st
                 f"{len(full.seeds)} evaluation seeds, {len(full.tune_seeds)} tuning seeds x "
                 f"{full.tune_configs} configurations); the table below is this run's own.")
     v = vd.verdict(runs, SCORES, study=f"small-LM study ({plan.name})", note=note)
-    return vd.write(out, v, [str(out / f) for f in listed])
+    return vd.write(out, v, listed)
 
 
 def _device_name(device: str) -> str:
