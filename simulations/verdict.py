@@ -8,8 +8,9 @@ For each score (a key of each run's ``final``) and each method:
 * the probability of improvement over GRPO with its stratified-bootstrap interval
   (:mod:`fibration_theory.simulations.rliable_metrics`; for a lower-is-better score, the
   probability of a lower score);
-* the verdict: ``better`` / ``worse`` than GRPO when the difference's interval excludes 0,
-  else ``not resolved``.
+* the verdict: ``better`` / ``worse`` than GRPO when the difference's interval excludes 0
+  and at least :data:`MIN_SEEDS` seeds are shared (a percentile bootstrap over fewer pairs
+  is little more than their range), else ``not resolved``.
 
 Written to ``DIR/verdict.md`` and ``DIR/verdict.json`` and printed at the end of every study
 command, with the paths of the figures, among them ``verdict_poi.png`` (the probabilities of
@@ -65,9 +66,13 @@ def _by_seed(runs: Runs) -> dict[str, dict[int, dict[str, Any]]]:
     return out
 
 
+#: fewest shared seeds for a ``better``/``worse`` verdict
+MIN_SEEDS = 5
+
+
 def _word(low: float, high: float, lower_is_better: bool, n: int) -> str:
-    if n < 2:
-        return "not resolved (fewer than 2 shared seeds)"
+    if n < MIN_SEEDS:
+        return f"not resolved (fewer than {MIN_SEEDS} shared seeds)"
     if low > 0:
         return "worse" if lower_is_better else "better"
     if high < 0:

@@ -54,10 +54,16 @@ def test_the_verdict_says_better_worse_or_not_resolved_from_the_paired_interval(
     assert [p.name for p in paths] == ["verdict_poi.png", "verdict_profiles.png"]
 
 
-def test_one_shared_seed_is_never_a_verdict():
-    runs = _runs({})[:1] + [{"spec": {"method": "x", "seed": 0}, "final": {"v": 9.0}}]
+def test_fewer_than_five_shared_seeds_are_never_a_verdict():
+    for n in (1, 4):  # a method far above GRPO on every shared seed
+        runs = [{"spec": {"method": m, "seed": s}, "final": {"v": 9.0 if m == "x" else 0.0}}
+                for m in ("grpo", "x") for s in range(n)]
+        row = vd.verdict(runs, [vd.Score("v", "t")], study="toy")["scores"][0]["rows"][0]
+        assert row["verdict"] == "not resolved (fewer than 5 shared seeds)", n
+    runs = [{"spec": {"method": m, "seed": s}, "final": {"v": 9.0 if m == "x" else 0.0}}
+            for m in ("grpo", "x") for s in range(5)]
     row = vd.verdict(runs, [vd.Score("v", "t")], study="toy")["scores"][0]["rows"][0]
-    assert row["verdict"].startswith("not resolved (fewer than 2")
+    assert row["verdict"] == "better"
 
 
 def _args(argv: list[str], add) -> argparse.Namespace:
