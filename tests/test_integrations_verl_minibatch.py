@@ -32,6 +32,7 @@ from verl.utils import seqlen_balancing
 from verl.utils import tensordict_utils as tu
 from verl.workers.engine.fsdp import transformer_impl
 from verl.workers.engine.utils import detach_tree
+from gloo_ranks import spawn_ranks
 from verl_peers import actor_config
 
 from fibration_theory import Hierarchy, losses
@@ -239,8 +240,6 @@ def test_wrapped_engine_refuses_the_plain_actor_loss():
 
 
 WORLD = 2
-#: wall-clock bound for the spawned pair (a few seconds each on an idle machine)
-DEADLINE_S = 120
 
 
 def _dp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -275,24 +274,8 @@ def _dp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 def two_ranks() -> dict:
     """Spawn the pair; ``{(agg, exact): relative gradient difference to one rank}`` after
     checking that both ranks hold the same averaged gradient."""
-    import time
-
-    import torch.multiprocessing as mp
-
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        ctx = mp.spawn(_dp_worker, args=(WORLD, os.path.join(tmp, "store"), tmp),
-                       nprocs=WORLD, join=False)
-        try:
-            while not ctx.join(timeout=1.0):
-                if time.perf_counter() - start > DEADLINE_S:
-                    pytest.fail(f"the two gloo ranks did not finish in {DEADLINE_S} s")
-        finally:
-            for proc in ctx.processes:
-                if proc.is_alive():
-                    proc.kill()
-        ranks = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False)
-                 for r in range(WORLD)]
+        ranks = spawn_ranks(_dp_worker, WORLD, tmp)
     errs = {}
     for key, got in ranks[0].items():
         assert got["micro_batches"] == 2
