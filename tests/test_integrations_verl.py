@@ -18,11 +18,15 @@ from hypothesis import strategies as st
 
 from fibration_theory import Hierarchy, losses
 from fibration_theory.integrations import verl as fverl
+from fibration_theory.integrations import verl_config as fverl_config
+from fibration_theory.losses.registry import get
 
 #: float64 throughout; the split sums the same terms in another order (~1e-16 relative),
 #: and the rescaling multiplies by ratios of integers
 TOL = 1e-12
 OBJECTIVES = losses.available()
+#: objectives whose gates read one trajectory at a time: any row split is exact
+ROW_LOCAL = [n for n in OBJECTIVES if get(n).coupling in fverl_config.ROW_LOCAL]
 AGG_MODES = fverl.VERL_AGG_MODES
 HYP = settings(deadline=None, derandomize=True, max_examples=25)
 
@@ -100,7 +104,7 @@ def splits(draw) -> tuple[dict, list[list[slice]]]:
     return batch, [micro[: len(micro) // 2], micro[len(micro) // 2:]][:dp]
 
 
-@pytest.mark.parametrize("name", OBJECTIVES)
+@pytest.mark.parametrize("name", ROW_LOCAL)
 @HYP
 @given(case=splits(), agg=st.sampled_from(AGG_MODES))
 def test_micro_batches_over_ranks_give_the_mini_batch_objective(name, case, agg):
@@ -130,6 +134,51 @@ def test_micro_batches_over_ranks_give_the_mini_batch_objective(name, case, agg)
     msg = (name, agg, batch["lengths"], ranks)
     assert abs(float(total - ref_loss)) <= TOL, (*msg, float(total), float(ref_loss))
     assert torch.allclose(grad, ref_grad, rtol=0, atol=TOL), msg
+
+
+def test_only_fiberpo_domain_is_coupled_above_the_trajectory():
+    """The registry's declared couplings that the two tests below rely on: FiberPO-Domain is
+    the one built-in objective whose gates read groups and domains."""
+    assert [n for n in OBJECTIVES if n not in ROW_LOCAL] == ["fiberpo_domain"]
+
+
+def _fiberpo_domain_on(rows, info, mode=None, groups=True):
+    g = torch.Generator().manual_seed(5)
+    mask = torch.ones(6, 4, dtype=torch.bool)
+    old = -torch.rand(6, 4, generator=g, dtype=torch.float64)
+    lp = (old + 0.3 * torch.randn(6, 4, generator=g, dtype=torch.float64)).requires_grad_(True)
+    adv = torch.linspace(-1, 1, 6, dtype=torch.float64)[:, None].expand(6, 4)
+    policy = {"loss_mode": "fibration_fiberpo_domain", **({"microbatch": mode} if mode else {})}
+    config = SimpleNamespace(policy_loss=policy, global_batch_info=info)
+    ids = torch.tensor([0, 0, 0, 1, 1, 1])[rows] if groups else None
+    return fverl.make_policy_loss("fiberpo_domain")(
+        old[rows], lp[rows], adv[rows], mask[rows], "token-mean", config,
+        group_ids=ids, domain_ids=None if ids is None else ["a"] * len(ids))
+
+
+def test_a_coupled_objective_on_part_of_the_mini_batch_is_refused_unless_local():
+    """Property: fibration_fiberpo_domain called by verl on a part of the mini-batch (a
+    micro-batch, or one of several ranks) refuses, naming policy_loss.microbatch, since its
+    groups and domains may span the parts; ``local`` opts into the approximate
+    micro-batch-local gates and returns the objective on those rows; the whole mini-batch
+    on one rank needs no opt-in; without group labels it refuses in any mode."""
+    whole = {"dp_size": 1, "batch_num_tokens": 24, "global_batch_size": 6}
+    for rows, info in ((slice(0, 3), whole), (slice(None), {**whole, "dp_size": 2}),
+                       (slice(None), {**whole, "batch_num_tokens": 30})):
+        with pytest.raises(ValueError, match="policy_loss.microbatch.*exact_forward_backward"):
+            _fiberpo_domain_on(rows, info)
+    with pytest.raises(ValueError, match="policy_loss.microbatch must be one of"):
+        _fiberpo_domain_on(slice(0, 3), whole, mode="approximate")
+    loss, _ = _fiberpo_domain_on(slice(0, 3), whole, mode="local")
+    alone, _ = _fiberpo_domain_on(slice(0, 3), {"dp_size": 1, "batch_num_tokens": 12,
+                                                "global_batch_size": 3})
+    loss, alone = loss.detach(), alone.detach()
+    assert abs(float(loss - alone * 12 / 24)) <= TOL, (float(loss), float(alone))
+    full, _ = _fiberpo_domain_on(slice(None), whole)
+    assert bool(torch.isfinite(full.detach()))
+    for mode in (None, "local"):
+        with pytest.raises(ValueError, match="group_ids.*hierarchical_ppo_loss"):
+            _fiberpo_domain_on(slice(None), whole, mode=mode, groups=False)
 
 
 @pytest.mark.parametrize("name", OBJECTIVES)

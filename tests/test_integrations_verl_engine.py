@@ -169,7 +169,7 @@ def _grad_rows(flat_grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("objective,agg", [
-    ("fiberpo", "seq-mean-token-mean"), ("fiberpo_domain", "token-mean"),
+    ("fiberpo", "seq-mean-token-mean"), ("fiberpo_clamp", "token-mean"),
     ("dapo", "token-sum"), ("dr_grpo", "seq-mean-token-sum-norm"), ("gmpo", "seq-mean-token-mean"),
     ("ppo_clip", "seq-mean-token-sum"), ("apc", "token-mean")])
 def test_actor_loss_path_over_micro_batches(objective, agg):
@@ -228,7 +228,8 @@ def test_hierarchical_actor_loss_gates_verls_prompt_groups_and_domains():
     """Property: hierarchical_ppo_loss (verl's ppo_loss, installed through the worker's
     set_loss_fn hook) hands the micro-batch's uid and the named domain column to
     fibration_fiberpo_domain: the loss and gradient are the objective with that hierarchy
-    (to 1e-12), not the flat one; micro-batches holding whole groups sum to the mini-batch."""
+    (to 1e-12), not the flat one; with policy_loss.microbatch=local, micro-batches holding
+    whole groups and domains sum to the mini-batch, and without it verl's call refuses."""
     from functools import partial
 
     from tensordict.tensorclass import NonTensorData, NonTensorStack
@@ -245,6 +246,7 @@ def test_hierarchical_actor_loss_gates_verls_prompt_groups_and_domains():
                              "+policy_loss.fibration.c_plus": params["c_plus"],
                              "+policy_loss.fibration.c_minus": params["c_minus"],
                              "+policy_loss.fibration.eps": params["eps"],
+                             "+policy_loss.microbatch": "local",
                              "loss_agg_mode": "seq-mean-token-mean"})
     loss_fn = partial(fverl.hierarchical_ppo_loss, config=config)  # what set_loss_fn takes
     info = {"dp_size": 1, "batch_num_tokens": int(mask.sum()), "global_batch_size": 6}
@@ -270,6 +272,11 @@ def test_hierarchical_actor_loss_gates_verls_prompt_groups_and_domains():
     assert abs(float(total - ref)) <= TOL * abs(float(ref)), (float(total), float(ref))
     assert float((grad - ref_grad).abs().max()) <= TOL * float(ref_grad.abs().max())
     assert abs(float(ref - flat_ref)) > 1e-6, "the hierarchy made no difference"
+    exact = actor_config(**{"policy_loss._target_": TARGET,  # the default microbatch mode
+                            "policy_loss.loss_mode": "fibration_fiberpo_domain",
+                            "+policy_loss.domain_key": "data_source"})
+    with pytest.raises(ValueError, match="policy_loss.microbatch.*exact_forward_backward"):
+        fverl.hierarchical_ppo_loss(exact, {"log_probs": flat}, td)
 
 
 def test_hierarchical_actor_loss_names_a_missing_column():

@@ -37,7 +37,7 @@ from verl_peers import actor_config
 
 from fibration_theory import Hierarchy, losses
 from fibration_theory.integrations import verl as fverl
-from fibration_theory.integrations.verl_minibatch import exact_forward_backward
+from fibration_theory.integrations.verl_minibatch import exact_forward_backward, install
 
 TOL = 1e-12
 DIFFERENT = 1e-3
@@ -139,8 +139,9 @@ def mini_batch(policy: Policy, seed: int) -> TensorDict:
     return td
 
 
-def config(agg: str):
+def config(agg: str, microbatch: str = "exact"):
     return actor_config(**{"policy_loss._target_": TARGET,
+                           "+policy_loss.microbatch": microbatch,
                            "policy_loss.loss_mode": "fibration_fiberpo_domain",
                            "+policy_loss.domain_key": "data_source",
                            "+policy_loss.fibration.c_plus": PARAMS["c_plus"],
@@ -168,7 +169,7 @@ def micro_batched(engine: TinyEngine, td: TensorDict, agg: str, exact: bool,
     """verl's engine over the mini-batch's micro-batches (two of 4 rows, or with ``dynamic``
     verl's dynamic batch sizes: rows regrouped by length, at most 16 tokens per micro-batch):
     ``(theta.grad, output)``."""
-    cfg = config(agg)
+    cfg = config(agg, "exact" if exact else "local")
     td = td.clone()
     if dynamic:
         tu.assign_non_tensor(td, use_dynamic_bsz=True, max_token_len_per_gpu=16)
@@ -239,6 +240,33 @@ def test_wrapped_engine_refuses_the_plain_actor_loss():
         run(mini_batch(policy, 0), partial(ppo_loss, config=cfg), forward_only=False)
 
 
+def test_install_on_verls_training_worker_steps_with_the_whole_mini_batchs_gradient():
+    """Property: ``install`` on verl's own ``TrainingWorker`` (its ``set_loss_fn``), then
+    verl's ``BaseEngine.train_batch`` (zero_grad, forward_backward_batch, FSDPEngine's
+    optimizer_step with its grad clipping): one SGD step moves the parameters by the whole
+    mini-batch's gradient, to float64 rounding; a second install is refused."""
+    from verl.workers.engine_workers import TrainingWorker
+
+    policy = Policy()
+    engine = TinyEngine(policy)
+    engine.optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
+    engine.optimizer_config = SimpleNamespace(clip_grad=1e6)
+    engine._qat_enabled = False
+    worker = TrainingWorker.__new__(TrainingWorker)  # verl's class; its model is the policy
+    worker.engine, worker.loss_fn = engine, None
+    td = mini_batch(policy, 0)
+    agg = "seq-mean-token-mean"
+    ref = whole(policy, td, agg)
+    before = policy.theta.detach().clone()
+    install(worker, config(agg))
+    out = engine.train_batch(td, loss_function=worker.loss_fn)
+    assert len(out["loss"]) >= 2, "verl did not split the mini-batch"
+    step = (before - policy.theta.detach()) / 0.1
+    assert _rel(step, ref) <= TOL, _rel(step, ref)
+    with pytest.raises(ValueError, match="already wrapped"):
+        install(worker, config(agg))
+
+
 WORLD = 2
 
 
@@ -257,7 +285,7 @@ def _dp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             td = full[rank * half:(rank + 1) * half]
             tu.assign_non_tensor(td, use_dynamic_bsz=False, micro_batch_size_per_gpu=half // 2,
                                  global_batch_size=B)
-            cfg = config(agg)
+            cfg = config(agg, "exact" if exact else "local")
             run = TinyEngine(policy).forward_backward_batch
             if exact:
                 run = exact_forward_backward(run, cfg, dp_group=dist.group.WORLD)

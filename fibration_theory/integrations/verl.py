@@ -44,12 +44,20 @@ verl's configuration is honoured, never ignored:
   actor loss, ``set_loss_fn`` of the actor worker, takes :func:`hierarchical_ppo_loss`:
   verl's ``ppo_loss`` unchanged, with the micro-batch's ``uid`` (prompt groups) and the
   column ``policy_loss.domain_key`` (e.g. ``data_source``) handed to the ``fibration_*``
-  loss. Otherwise every row is its own trajectory and ``fiberpo_domain`` reduces to
-  ``fiberpo``; the functions also take ``group_ids``/``domain_ids`` keywords. A group or
-  domain spanning several micro-batches is gated with its micro-batch's aggregates, unless
-  the engine is wrapped by
+  loss; the functions also take ``group_ids``/``domain_ids`` keywords. An objective gated by
+  groups or domains (``fiberpo_domain``) called by verl without labels is refused: it would
+  be plain FiberPO.
+* Micro-batches and ranks: an objective whose gates read groups, domains or the batch (its
+  declared ``coupling``) on a part of the mini-batch -- a verl micro-batch, or one rank's
+  share -- is refused unless the engine is wrapped by
   :func:`fibration_theory.integrations.verl_minibatch.exact_forward_backward` (the whole
-  mini-batch's gates).
+  mini-batch's gates, exact) or ``policy_loss.microbatch=local`` opts into each micro-batch's
+  own aggregates (approximate; exact when every micro-batch holds whole groups and domains).
+  Objectives gated per token or trajectory are exact on any row split.
+
+The translation of verl's config lives in :mod:`~fibration_theory.integrations.verl_config`,
+verl's weighting and metric conventions in
+:mod:`~fibration_theory.integrations.verl_conventions`.
 """
 
 from __future__ import annotations
@@ -62,29 +70,28 @@ from typing import Any
 import torch
 
 from fibration_theory import Hierarchy, losses
-from fibration_theory.aggregation import AGG_MODES
+from fibration_theory.integrations.verl_config import (
+    PREFIX,
+    VERL_AGG_MODES,
+    VERL_PEERS,
+    check_coupled_call,
+    config_get,
+    global_scale,
+    loss_params,
+    micro_scale,
+    objective_of,
+    verl_params,
+)
+from fibration_theory.integrations.verl_conventions import clip_metrics, weighted_advantages
 from fibration_theory.losses.registry import get
-from fibration_theory.validation import as_mask, check_float
+from fibration_theory.validation import as_mask
 
 Tensor = torch.Tensor
 PolicyLoss = Callable[..., tuple[Tensor, dict[str, float]]]
 
-#: prefix of the names registered with verl (verl's registry overwrites silently; a prefix
-#: keeps ours apart from verl's own ``gspo``, ``sapo``, ``cispo``)
-PREFIX = "fibration_"
-#: verl 0.9.1's aggregation modes: ours plus ``token-sum``
-VERL_AGG_MODES: tuple[str, ...] = (*AGG_MODES, "token-sum")
-#: our objective -> verl's loss mode implementing the same objective
-VERL_PEERS: dict[str, str] = {
-    "ppo_clip": "vanilla", "dapo": "vanilla", "grpo": "vanilla", "dr_grpo": "vanilla",
-    "gspo": "gspo", "gspo_token": "gspo", "gmpo": "geo_mean", "cispo": "cispo", "sapo": "sapo"}
-#: verl's ``ActorConfig`` defaults of the clip settings (what "not set" looks like)
-VERL_CLIP_DEFAULTS = {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2,
-                      "clip_ratio_c": 3.0}
-
 __all__ = ["PREFIX", "VERL_AGG_MODES", "VERL_PEERS", "compute_policy_loss", "global_scale",
            "hierarchical_ppo_loss", "loss_params", "make_policy_loss", "objective_of",
-           "register", "row_labels", "verl_params", "weighted_advantages"]
+           "register", "row_labels", "verl_params", "weighted_advantages"]  # re-exported too
 
 #: ``(group labels, domain labels or None)`` of the micro-batch in the current call of
 #: :func:`hierarchical_ppo_loss`, read by the policy loss that verl's ``ppo_loss`` calls
@@ -93,194 +100,6 @@ _ROW_IDS: contextvars.ContextVar[tuple[list, list | None] | None] = contextvars.
 #: ``[b]`` indices of the micro-batch's rows in their mini-batch (exact mode), likewise
 _ROWS: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar(
     "fibration_rows", default=None)
-
-
-def _get(obj: Any, key: str) -> Any:
-    """``obj[key]`` / ``obj.key`` for verl's dataclass configs, OmegaConf and dicts."""
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    getter = getattr(obj, "get", None)
-    if callable(getter):
-        try:
-            return getter(key)
-        except (KeyError, AttributeError, TypeError):
-            pass
-    return getattr(obj, key, None)
-
-
-def _config_params(config: Any) -> dict[str, Any]:
-    found = _get(_get(config, "policy_loss"), "fibration")
-    if found is None:
-        return {}
-    if not isinstance(found, Mapping) and not hasattr(found, "items"):
-        raise ValueError(f"config.policy_loss.fibration must be a mapping of the objective's "
-                         f"parameters, got {type(found).__name__}")
-    return {str(k): v for k, v in found.items()}
-
-
-def verl_params(objective: str, config: Any) -> dict[str, tuple[str, Any]]:
-    """The objective's parameters that verl's actor ``config`` sets: ``{param: (verl key,
-    value)}`` (module note). Raises ``ValueError`` for a clip setting the objective lacks."""
-    low, high = _get(config, "clip_ratio_low"), _get(config, "clip_ratio_high")
-    ratio = _get(config, "clip_ratio")
-    low = ("clip_ratio_low", low) if low is not None else ("clip_ratio", ratio)
-    high = ("clip_ratio_high", high) if high is not None else ("clip_ratio", ratio)
-    peer = VERL_PEERS.get(objective)
-    found: dict[str, tuple[str, Any]] = {}
-    if peer in ("vanilla", "gspo", "geo_mean", "cispo"):
-        found.update(eps_low=low, eps_high=high)
-    if peer == "vanilla":
-        found["dual_clip"] = ("clip_ratio_c", _get(config, "clip_ratio_c"))
-    if peer == "sapo":
-        found.update(tau_pos=("tau_pos", _get(config, "tau_pos")),
-                     tau_neg=("tau_neg", _get(config, "tau_neg")))
-    if peer is None:
-        for key, default in VERL_CLIP_DEFAULTS.items():
-            value = _get(config, key)
-            if value is not None and float(value) != default:
-                raise ValueError(f"actor.{key}={value}: {PREFIX}{objective} has no clip ratio "
-                                 f"(its budgets are actor.policy_loss.fibration's parameters "
-                                 f"{sorted(get(objective).params)}); leave actor.{key} at "
-                                 f"verl's default {default}")
-    return {k: v for k, v in found.items() if v[1] is not None}
-
-
-def _scale(agg: str, num_tokens: float, num_traj: float, width: int, info: Mapping[str, Any],
-           own_norm: bool, dp: float) -> float:
-    """Factor turning the objective on a batch of ``num_tokens`` tokens in ``num_traj``
-    non-empty rows of padded ``width`` into its share of the global one times ``dp``, as
-    verl's ``agg_loss`` normalises (``token-sum`` is computed as ``token-mean``; an objective
-    without its own ``norm_length`` divides by the padded width, verl by
-    ``loss_scale_factor``)."""
-    norm = info.get("loss_scale_factor")
-    if agg == "seq-mean-token-sum-norm" and not own_norm and norm is not None:
-        dp *= width / float(norm)
-    if agg == "token-sum":
-        return num_tokens * dp
-    if agg == "token-mean":
-        total = info.get("batch_num_tokens")
-        return 1.0 if total is None else num_tokens / float(total) * dp
-    total = info.get("global_batch_size")
-    return 1.0 if total is None else num_traj / float(total) * dp
-
-
-def global_scale(objective: str, loss_agg_mode: str, mask: Tensor, info: Mapping[str, Any],
-                 dp_group=None) -> float:
-    """:func:`_scale` for the objective on the whole mini-batch of every rank (``mask``:
-    ``[B, T]``, this rank's rows; counts all-reduced over ``dp_group``), whose
-    data-parallel share is already the ``"mean"`` convention of
-    :func:`~fibration_theory.integrations.distributed.compute`."""
-    if "agg" not in get(objective).params:
-        return 1.0
-    counts = torch.tensor([float(mask.sum()), float(mask.any(-1).sum()), float(mask.shape[1])],
-                          dtype=torch.float64)
-    if dp_group is not None and torch.distributed.get_world_size(dp_group) > 1:
-        width = counts[2:].clone()
-        torch.distributed.all_reduce(counts, group=dp_group)
-        torch.distributed.all_reduce(width, op=torch.distributed.ReduceOp.MAX, group=dp_group)
-        counts[2] = width[0]
-    return _scale(loss_agg_mode, float(counts[0]), float(counts[1]), int(counts[2]), info,
-                  "norm_length" in get(objective).params, 1.0)
-
-
-def _row_geo_mean(w: Tensor, mask: Tensor) -> Tensor:
-    """``[B, T]``: each row's geometric mean of ``w`` over its tokens, broadcast (0 when a
-    token's weight is 0), as verl's ``geo_mean`` weights a sequence."""
-    logw = torch.where(mask, torch.log(w), torch.zeros_like(w))
-    n = mask.sum(-1, keepdim=True).clamp_min(1).to(w.dtype)
-    return torch.exp(logw.sum(-1, keepdim=True) / n).expand_as(w)
-
-
-def _masked_mean(x: Tensor, mask: Tensor) -> float:
-    return float(torch.where(mask, x.to(torch.float64), torch.zeros_like(x, dtype=torch.float64))
-                 .sum() / mask.sum())
-
-
-def _verl_clip_metrics(objective: str, log_ratio: Tensor, adv: Tensor, mask: Tensor,
-                       params: Mapping[str, Any]) -> dict[str, float]:
-    """``pg_clipfrac`` / ``pg_clipfrac_lower`` as verl's counterpart of ``objective`` counts
-    them (token-level masked means; ``[B, T]`` inputs)."""
-    peer = VERL_PEERS[objective]
-    zero = torch.zeros_like(adv)
-    if peer == "sapo":
-        return {"actor/pg_clipfrac": 0.0, "actor/pg_clipfrac_lower": 0.0}
-    lo, hi = float(params["eps_low"]), float(params["eps_high"])
-    if peer == "geo_mean":
-        clipped = log_ratio != log_ratio.clamp(-lo, hi)
-        return {"actor/pg_clipfrac": _masked_mean((clipped & (adv > 0)).to(adv), mask),
-                "actor/pg_clipfrac_lower": _masked_mean((clipped & (adv < 0)).to(adv), mask)}
-    if peer == "gspo":
-        n = mask.sum(-1, keepdim=True).clamp_min(1)
-        seq = torch.where(mask, log_ratio, zero).sum(-1, keepdim=True) / n
-        ratio = torch.exp(seq.clamp(max=10.0)).expand_as(adv)
-    else:
-        ratio = torch.exp(log_ratio.clamp(-20.0, 20.0))
-    clip = ratio.clamp(1 - lo, 1 + hi)
-    if peer == "cispo":
-        return {"actor/pg_clipfrac": _masked_mean((ratio != clip).to(adv), mask),
-                "actor/pg_clipfrac_lower": 0.0}
-    loss1, loss2 = -adv * ratio, -adv * clip
-    out = {"actor/pg_clipfrac": _masked_mean((loss2 > loss1).to(adv), mask),
-           "actor/pg_clipfrac_lower": 0.0}
-    c = params.get("dual_clip")
-    if peer == "vanilla" and c is not None:
-        lower = (torch.maximum(loss1, loss2) > -adv * float(c)) & (adv < 0)
-        out["actor/pg_clipfrac_lower"] = _masked_mean(lower.to(adv), mask)
-    return out
-
-
-def loss_params(objective: str, loss_agg_mode: str, config: Any,
-                params: Mapping[str, Any] | None = None,
-                info: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict]:
-    """``(parameters, global_batch_info)`` of ``objective`` under verl's ``config``: ``params``,
-    then ``config.policy_loss.fibration``, then the verl settings of :func:`verl_params`, the
-    aggregation from ``loss_agg_mode`` and Dr.GRPO's ``norm_length`` from
-    ``loss_scale_factor`` (of ``info``, by default ``config.global_batch_info``). Raises
-    ``ValueError`` for a setting that belongs to verl's config
-    or disagrees with it."""
-    entry = get(objective)
-    if loss_agg_mode not in VERL_AGG_MODES:
-        raise ValueError(f"loss_agg_mode must be one of {VERL_AGG_MODES}, got {loss_agg_mode!r}")
-    merged = dict(params or {})
-    from_config = _config_params(config)
-    from_verl = verl_params(objective, config) if config is not None else {}
-    for key in from_config:
-        if key == "agg":
-            raise ValueError("config.policy_loss.fibration: 'agg' is set by actor.loss_agg_mode")
-        if key in from_verl or key == "norm_length":
-            owner = from_verl[key][0] if key in from_verl else "loss_scale_factor"
-            raise ValueError(f"config.policy_loss.fibration: {key!r} of {objective!r} is "
-                             f"verl's actor.{owner}; set it there")
-    merged.update(from_config)
-    merged.update({k: v for k, (_, v) in from_verl.items()})
-    if "agg" in merged and merged["agg"] != loss_agg_mode:
-        raise ValueError(f"loss_agg_mode: {loss_agg_mode!r} disagrees with the objective's "
-                         f"agg={merged['agg']!r}; set only actor.loss_agg_mode")
-    if "agg" in entry.params:
-        merged["agg"] = "token-mean" if loss_agg_mode == "token-sum" else loss_agg_mode
-    elif loss_agg_mode == "token-sum":
-        raise ValueError(f"loss_agg_mode: {objective!r} has no aggregation mode to set")
-    info = dict(_get(config, "global_batch_info") or {}) if info is None else dict(info)
-    if ("norm_length" in entry.params and merged.get("norm_length") is None
-            and info.get("loss_scale_factor") is not None):
-        merged["norm_length"] = float(info["loss_scale_factor"])
-    return merged, info
-
-
-def weighted_advantages(objective: str, adv: Tensor, rollout_is_weights: Tensor | None,
-                        mask: Tensor) -> Tensor:
-    """``[B, T]`` float64 advantages times verl's rollout weights (``>= 0``, detached) as
-    verl's losses apply them: per token, or the row's geometric mean for GMPO."""
-    adv = adv.detach().to(torch.float64)
-    if rollout_is_weights is None:
-        return adv
-    check_float(rollout_is_weights, "rollout_is_weights", tuple(mask.shape), mask)
-    w = rollout_is_weights.detach().to(torch.float64)
-    if bool((w[mask] < 0).any()):
-        raise ValueError("rollout_is_weights must be >= 0 on the response tokens")
-    return adv * (_row_geo_mean(w, mask) if objective == "gmpo" else w)
 
 
 def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
@@ -329,19 +148,20 @@ def compute_policy_loss(objective: str, old_log_prob: Tensor, log_prob: Tensor,
     else:
         if group_ids is None and domain_ids is None and _ROW_IDS.get() is not None:
             group_ids, domain_ids = _ROW_IDS.get()
+        check_coupled_call(objective, config, mask, info, group_ids is not None)
         h = Hierarchy.from_padded(mask, group_ids=group_ids, domain_ids=domain_ids)
         out = losses.compute(objective, lp64, old64, adv, mask, hierarchy=h, **merged)
         loss = out.loss
         if "agg" in entry.params:
-            loss = loss * _scale(loss_agg_mode, h.num_tokens, h.num_traj, h.mask.shape[1], info,
-                                 "norm_length" in entry.params,
-                                 float(info.get("dp_size") or 1))
+            loss = loss * micro_scale(loss_agg_mode, h.num_tokens, h.num_traj,
+                                      h.mask.shape[1], info, "norm_length" in entry.params,
+                                      float(info.get("dp_size") or 1))
         fiber_metrics = out.metrics
     metrics = {"actor/ppo_kl": fiber_metrics["approx_kl/k1"]}
     if objective in VERL_PEERS:
         full = {**entry.params, **merged}
-        metrics.update(_verl_clip_metrics(objective, (lp64 - old64).detach(),
-                                          advantages.detach().to(torch.float64), mask, full))
+        metrics.update(clip_metrics(objective, (lp64 - old64).detach(),
+                                    advantages.detach().to(torch.float64), mask, full))
     elif "clip_frac" in fiber_metrics:
         metrics["actor/pg_clipfrac"] = fiber_metrics["clip_frac"]
     metrics.update({f"actor/fibration/{k}": v for k, v in fiber_metrics.items()})
@@ -387,21 +207,10 @@ def hierarchical_ppo_loss(config: Any, model_output: Any, data: Any, dp_group: A
 def row_labels(config: Any, data: Any) -> tuple[list, list | None]:
     """``(group labels, domain labels or None)`` of the rows of ``data``: its columns
     ``config.policy_loss.group_key`` (default ``uid``) and ``domain_key`` (default none)."""
-    policy = _get(config, "policy_loss")
-    groups = _column(data, _get(policy, "group_key") or "uid", "policy_loss.group_key")
-    key = _get(policy, "domain_key")
+    policy = config_get(config, "policy_loss")
+    groups = _column(data, config_get(policy, "group_key") or "uid", "policy_loss.group_key")
+    key = config_get(policy, "domain_key")
     return groups, (_column(data, key, "policy_loss.domain_key") if key else None)
-
-
-def objective_of(config: Any) -> str:
-    """The registered objective of the actor's ``policy_loss.loss_mode`` (``fibration_<name>``);
-    ``ValueError`` for another loss mode."""
-    mode = str(_get(_get(config, "policy_loss"), "loss_mode"))
-    if not mode.startswith(PREFIX):
-        raise ValueError(f"policy_loss.loss_mode: {mode!r} is not a fibration_* loss")
-    name = mode[len(PREFIX):]
-    get(name)  # ValueError listing the names on a miss
-    return name
 
 
 def make_policy_loss(objective: str, **params) -> PolicyLoss:
@@ -469,10 +278,12 @@ else:
     class FiberPolicyLossConfig(_PolicyLossConfig):
         """verl's ``PolicyLossConfig`` plus ``fibration``: the objective's parameters (e.g.
         ``{"c_plus": 0.1, "eps": 0.04}``), settable from verl's command line; and the batch
-        columns :func:`hierarchical_ppo_loss` reads the group and domain labels from."""
+        columns :func:`hierarchical_ppo_loss` reads the group and domain labels from; and
+        ``microbatch`` (``exact`` or ``local``, approximate; :func:`check_coupled_call`)."""
 
         fibration: dict = dataclasses.field(default_factory=dict)
         group_key: str = "uid"
         domain_key: str | None = None
+        microbatch: str = "exact"
 
     __all__.append("FiberPolicyLossConfig")

@@ -24,6 +24,10 @@ mini-batch it
    ``<g_rows, l> - <g_rows, sg(l)> + L * B_micro / B``: its gradient carries the whole
    mini-batch's gates, and the summed micro-batch gradients are the mini-batch's.
 
+:func:`install` does both steps on a verl ``TrainingWorker`` (the actor worker's
+``.actor``): ``hierarchical_ppo_loss`` through its ``set_loss_fn`` and the wrapped
+``forward_backward_batch`` on its engine, which verl's ``train_batch`` then calls.
+
 KL and entropy terms of verl's ``ppo_loss`` are token-local and normalised by verl's global
 batch info already, so they need nothing.
 """
@@ -38,10 +42,11 @@ from typing import Any
 import torch
 
 from fibration_theory.integrations import microbatch
+from fibration_theory.integrations.verl_config import config_get
 
 Tensor = torch.Tensor
 
-__all__ = ["ROW_KEY", "MiniBatchPlan", "active", "exact_forward_backward"]
+__all__ = ["ROW_KEY", "MiniBatchPlan", "active", "exact_forward_backward", "install"]
 
 #: the column that tags each row of a mini-batch with its index
 ROW_KEY = "fibration_row"
@@ -86,10 +91,6 @@ def _padded_response(data: Any, key: str) -> Tensor:
     return x.to_padded_tensor(0.0) if getattr(x, "is_nested", False) else x
 
 
-def _config_get(config: Any, key: str) -> Any:
-    return config.get(key) if isinstance(config, dict) else getattr(config, key, None)
-
-
 def _build(data: Any, config: Any, log_probs: Tensor | None, dp_group) -> MiniBatchPlan:
     """The plan of the mini-batch ``data`` (verl's engine format)."""
     from verl.utils import tensordict_utils as tu
@@ -111,7 +112,7 @@ def _build(data: Any, config: Any, log_probs: Tensor | None, dp_group) -> MiniBa
     info = {"dp_size": world, "batch_num_tokens": float(tokens),
             "global_batch_size": tu.get_non_tensor_data(data, key="global_batch_size",
                                                         default=None),
-            "loss_scale_factor": _config_get(config, "loss_scale_factor")}
+            "loss_scale_factor": config_get(config, "loss_scale_factor")}
     params, info = fverl.loss_params(objective, config.loss_agg_mode, config, info=info)
     adv = fverl.weighted_advantages(objective, adv, w, mask)
     groups, domains = fverl.row_labels(config, data)
@@ -157,4 +158,35 @@ def exact_forward_backward(forward_backward_batch: Callable, config: Any, *,
         finally:
             _ACTIVE.reset(token)
 
+    run.fibration_exact = True  # type: ignore[attr-defined]
     return run
+
+
+def install(worker: Any, config: Any, *, fresh: bool = False) -> None:
+    """Make a verl ``TrainingWorker`` train ``fibration_*`` losses exactly across its
+    micro-batches and data-parallel ranks, in the worker's own process (e.g. in a
+    ``TrainingWorker`` subclass after ``init_model``; for verl's ``ActorRolloutRefWorker`` its
+    ``.actor``).
+
+    Sets :func:`~fibration_theory.integrations.verl.hierarchical_ppo_loss` bound to
+    ``config`` (the actor config) with verl's ``worker.set_loss_fn``, and replaces
+    ``worker.engine.forward_backward_batch`` by :func:`exact_forward_backward` of it (the
+    engine's data-parallel group when it has more than one rank). ``fresh``: see
+    :func:`exact_forward_backward`. A worker already installed is refused (``ValueError``):
+    a second wrapper would score every mini-batch twice.
+    """
+    from functools import partial
+
+    from fibration_theory.integrations.verl import hierarchical_ppo_loss
+
+    engine = getattr(worker, "engine", None)
+    if engine is None or not callable(getattr(worker, "set_loss_fn", None)):
+        raise ValueError(f"worker: expected verl's TrainingWorker (an .engine and set_loss_fn), "
+                         f"got {type(worker).__name__}; for ActorRolloutRefWorker pass .actor")
+    if getattr(engine.forward_backward_batch, "fibration_exact", False):
+        raise ValueError("worker: its engine is already wrapped by exact_forward_backward")
+    group = engine.get_data_parallel_group()
+    dp_group = group if torch.distributed.get_world_size(group) > 1 else None
+    engine.forward_backward_batch = exact_forward_backward(
+        engine.forward_backward_batch, config, fresh=fresh, dp_group=dp_group)
+    worker.set_loss_fn(partial(hierarchical_ppo_loss, config=config))
