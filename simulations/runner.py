@@ -357,8 +357,19 @@ def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2
                                 initargs=(threads, True))
             finally:
                 signal.signal(signal.SIGINT, handler)
-            with pool:
+            try:
                 _handle(root, pool.imap_unordered(_execute, todo), counts, bar, tensorboard)
+            except BaseException:
+                # stopped (Ctrl-C, SIGTERM) or failed: kill the workers first, since
+                # Pool.terminate alone can wait on a worker in the middle of a run
+                for child in mp.active_children():
+                    child.kill()
+                pool.terminate()
+                raise
+            else:
+                pool.close()
+            finally:
+                pool.join()
     finally:
         bar.close()
     return counts
