@@ -81,7 +81,6 @@ def _cpu_name() -> str:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-
     from fibration_theory.benchmarks import objectives as ob
     from fibration_theory.benchmarks import report
     from fibration_theory.benchmarks.solvers import solvers_section

@@ -19,6 +19,7 @@ from fractions import Fraction
 import numpy as np
 import sympy as sp
 import torch
+from fibration_theory.proofs.registry import Outcome, certificate
 
 from fibration_theory import gating
 from fibration_theory.bundles import (
@@ -31,7 +32,6 @@ from fibration_theory.bundles import (
 from fibration_theory.fbg import Fibration, ReflectingKernel
 from fibration_theory.fgh import FGH
 from fibration_theory.hierarchy import Hierarchy
-from fibration_theory.proofs.registry import Outcome, certificate
 
 Tensor = torch.Tensor
 

@@ -12,17 +12,6 @@ import dataclasses
 import numpy as np
 import sympy as sp
 import torch
-
-from fibration_theory import gating
-from fibration_theory.bundles import (
-    batch_strata,
-    fiberpo_bundle,
-    fiberpo_domain_fgh,
-    flatten_tokens,
-    unflatten_tokens,
-)
-from fibration_theory.fgh import FGH, kernel_chain, push_chain
-from fibration_theory.hierarchy import Hierarchy
 from fibration_theory.proofs.cert_fbg import (
     NUMERIC_TOL,
     _sym_chain,
@@ -36,6 +25,17 @@ from fibration_theory.proofs.cert_fbg import (
     sym_residual,
 )
 from fibration_theory.proofs.registry import Outcome, certificate
+
+from fibration_theory import gating
+from fibration_theory.bundles import (
+    batch_strata,
+    fiberpo_bundle,
+    fiberpo_domain_fgh,
+    flatten_tokens,
+    unflatten_tokens,
+)
+from fibration_theory.fgh import FGH, kernel_chain, push_chain
+from fibration_theory.hierarchy import Hierarchy
 
 Tensor = torch.Tensor
 

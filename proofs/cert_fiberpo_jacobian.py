@@ -19,12 +19,12 @@ import dataclasses
 
 import numpy as np
 import torch
+from fibration_theory.proofs.cert_fbg import random_budgets, random_hierarchy
+from fibration_theory.proofs.registry import Outcome, certificate
 
 from fibration_theory import gating
 from fibration_theory.bundles import batch_strata, fiberpo_bundle, flatten_tokens, unflatten_tokens
 from fibration_theory.hierarchy import Hierarchy
-from fibration_theory.proofs.cert_fbg import random_budgets, random_hierarchy
-from fibration_theory.proofs.registry import Outcome, certificate
 
 Tensor = torch.Tensor
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from fibration_theory.proofs.registry import Outcome, certificate
 
 from fibration_theory import losses
-from fibration_theory.proofs.registry import Outcome, certificate
 
 #: float64 identities between two summation orders
 IDENTITY_TOL = 1e-12

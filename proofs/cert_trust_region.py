@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from fibration_theory.proofs.registry import Outcome, certificate
 
 from fibration_theory import trust_region as tr
 from fibration_theory.trust_region._pairs import group_pairs
-from fibration_theory.proofs.registry import Outcome, certificate
 
 #: CLARABEL stops at gaps of 1e-11 (reference.CLARABEL_OPTS); the maximizer of a QP whose
 #: optimum sits on a vertex is then known to about 1e-8 relative, so 1e-6 leaves a wide margin

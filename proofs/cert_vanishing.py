@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
+from fibration_theory.proofs.cert_trust_region import TOL_CONVEX, draw_instance
+from fibration_theory.proofs.registry import Outcome, certificate
 
 from fibration_theory import trust_region as tr
 from fibration_theory.trust_region._pairs import group_pairs, resolve_state_weights
-from fibration_theory.proofs.cert_trust_region import TOL_CONVEX, draw_instance
-from fibration_theory.proofs.registry import Outcome, certificate
 
 
 def _symbolic_checks(delta_trpo_fn) -> dict[str, bool]:

@@ -30,14 +30,14 @@ import time
 from typing import Any
 
 import torch
-
-from fibration_theory import losses
-from fibration_theory.hierarchy import Hierarchy
 from fibration_theory.simulations import sequence_task as st
 from fibration_theory.simulations.methods import all_methods
 from fibration_theory.simulations.runner import RunResult, RunSpec
 from fibration_theory.simulations.streams import torch_generator
 from fibration_theory.simulations.token_efficiency import SeqConfig, level_ids, train
+
+from fibration_theory import losses
+from fibration_theory.hierarchy import Hierarchy
 
 #: repeats x calls of the loss timing; the best repeat is kept (the least disturbed one)
 TIMING_REPEATS, TIMING_CALLS = 15, 4

@@ -26,13 +26,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from fibration_theory.simulations import tabular_mdp as tm
+from fibration_theory.simulations.runner import RunResult, RunSpec
+from fibration_theory.simulations.streams import numpy_rng
 
 from fibration_theory import losses
 from fibration_theory.hierarchy import Hierarchy
 from fibration_theory.trust_region import delta_trpo, solve_tv_trpo
-from fibration_theory.simulations import tabular_mdp as tm
-from fibration_theory.simulations.runner import RunResult, RunSpec
-from fibration_theory.simulations.streams import numpy_rng
 
 Array = np.ndarray
 

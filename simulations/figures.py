@@ -16,7 +16,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-
 from fibration_theory.simulations import stats
 from fibration_theory.simulations.plots import band_plot, legend_below, legend_outside, method_color
 from fibration_theory.simulations.plots import ci_bars as _ci_bars

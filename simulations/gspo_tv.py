@@ -18,7 +18,6 @@ import dataclasses
 import math
 
 import numpy as np
-
 from fibration_theory.simulations.methods import all_methods
 from fibration_theory.simulations.runner import RunResult, RunSpec
 from fibration_theory.simulations.token_efficiency import SeqConfig, train

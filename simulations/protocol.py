@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from fibration_theory.simulations import methods as mt
 from fibration_theory.simulations import tuning as tu
 from fibration_theory.simulations.runner import RunSpec, _jsonable, run_all
-from fibration_theory.simulations.tuning import Config, factor_name  # noqa: F401 - re-exported
+from fibration_theory.simulations.tuning import Config, factor_name
 
 from fibration_theory.atomic import write_text
 

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from fibration_theory.simulations import plan as pl
-from fibration_theory.simulations import settings as st
-from fibration_theory.simulations import verdict as vd
 from fibration_theory.simulations import protocol as pr
+from fibration_theory.simulations import settings as st
 from fibration_theory.simulations import summary as sm
+from fibration_theory.simulations import verdict as vd
 from fibration_theory.simulations.runner import (
     _jsonable,
     count_runs,

@@ -156,7 +156,7 @@ TENSORBOARD_MISSING = ("--tensorboard needs the `tensorboard` package: pip insta
 def require_tensorboard() -> None:
     """Raise ``RuntimeError`` (:data:`TENSORBOARD_MISSING`) unless TensorBoard is installed."""
     try:
-        import tensorboard  # noqa: F401
+        import tensorboard
     except ImportError:
         raise RuntimeError(TENSORBOARD_MISSING) from None
 
@@ -309,7 +309,7 @@ def _execute(job: tuple[RunSpec, Any, Path]
         at = getattr(config, "at", None)
         result = module.run_one(at(root) if callable(at) else config, spec)
         return spec, config, result, time.perf_counter() - start, ""
-    except Exception:  # noqa: BLE001 - a failed run is recorded, the others go on
+    except Exception:
         return spec, config, None, time.perf_counter() - start, traceback.format_exc()
 
 

@@ -20,9 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import NullFormatter
-
 from fibration_theory.simulations.plots import method_color, save
+from matplotlib.ticker import NullFormatter
 
 
 def level_means(record: Mapping[str, Any], param: str) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,6 @@ import dataclasses
 import math
 
 import torch
-
 from fibration_theory.simulations.streams import torch_generator
 
 Tensor = torch.Tensor

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 from fibration_theory.simulations import stats
 from fibration_theory.simulations.streams import numpy_rng
 

@@ -30,7 +30,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-
 from fibration_theory.simulations import rliable_metrics as rm
 from fibration_theory.simulations import stats
 from fibration_theory.simulations.plots import method_color, save

@@ -30,8 +30,9 @@ def test_losses_lists_registry_one_line_each():
 def test_version_matches_the_package():
     """Property: ``fibration --version`` prints the installed distribution's version, which is
     the package's ``__version__`` and pyproject's."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     import fibration_theory
 

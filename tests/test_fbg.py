@@ -7,6 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from fibration_theory.proofs import cert_fbg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import nested_log_ratios
@@ -21,7 +22,6 @@ from fibration_theory.bundles import (
 )
 from fibration_theory.fbg import FBG, Fibration, ReflectingKernel, identity_gate, pointwise
 from fibration_theory.hierarchy import Hierarchy
-from fibration_theory.proofs import cert_fbg
 
 # Two float64 routes to the same log G differ by O(T) rounded terms of size <= (T+1) C.
 CLOSED_FORM_TOL = 1e-12

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from fibration_theory.proofs import cert_fbg, cert_fgh, cert_findings_gates
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import nested_log_ratios
@@ -22,7 +23,6 @@ from fibration_theory.bundles import (
 from fibration_theory.fbg import Fibration, ReflectingKernel, identity_gate
 from fibration_theory.fgh import FGH, kernel_chain, push_chain
 from fibration_theory.hierarchy import Hierarchy
-from fibration_theory.proofs import cert_fbg, cert_fgh, cert_findings_gates
 
 # Two float64 routes to the same log G differ by O(T) rounded terms of size <= (T+1) C.
 CLOSED_FORM_TOL = 1e-12

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as ref
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import reference as ref
-from fibration_theory import Hierarchy, gating
 from strategies import batches, budgets
+
+from fibration_theory import Hierarchy, gating
 
 #: float64 closed forms vs a float64 loop: only summation order differs
 VALUE_TOL = 1e-12

@@ -6,9 +6,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import batches
 
 from fibration_theory import Hierarchy, gating, pad_ragged
-from strategies import batches
 
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True)
 #: means of float64 sums in two orders

@@ -26,13 +26,13 @@ pytest.importorskip("verl.trainer.ppo.core_algos",
 
 import torch
 import torch.distributed as dist
+from gloo_ranks import spawn_ranks
 from tensordict import TensorDict
 from tensordict.tensorclass import NonTensorData, NonTensorStack
 from verl.utils import seqlen_balancing
 from verl.utils import tensordict_utils as tu
 from verl.workers.engine.fsdp import transformer_impl
 from verl.workers.engine.utils import detach_tree
-from gloo_ranks import spawn_ranks
 from verl_peers import actor_config
 
 from fibration_theory import Hierarchy, losses

@@ -7,14 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from fibration_theory.proofs import cert_fiberpo_jacobian as cj
+from fibration_theory.proofs import cert_findings_gates as cg
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fibration_theory import gating
 from fibration_theory.bundles import fiberpo_bundle, flatten_tokens, g_agg_reference
 from fibration_theory.hierarchy import Hierarchy
-from fibration_theory.proofs import cert_fiberpo_jacobian as cj
-from fibration_theory.proofs import cert_findings_gates as cg
 
 # Eq 20 and autograd round differently; relative to 1 + |J| this is ~1e4 ulps.
 JACOBIAN_RTOL = 1e-12

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from fibration_theory.simulations.lm import tasks as tk
 from fibration_theory.simulations.lm.codec import ALPHABET, CharCodec
 from fibration_theory.simulations.lm.rl import group_advantages
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 CODEC = CharCodec()
 

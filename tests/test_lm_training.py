@@ -14,7 +14,6 @@ import torch
 
 pytest.importorskip("transformers", reason="the lm extra (transformers) is not installed")
 
-from fibration_theory import losses
 from fibration_theory.simulations.lm import models, sampling
 from fibration_theory.simulations.lm import rl as lm_rl
 from fibration_theory.simulations.lm.cli import jobs, make_plan
@@ -22,6 +21,8 @@ from fibration_theory.simulations.lm.codec import CharCodec
 from fibration_theory.simulations.lm.tasks import TaskSet
 from fibration_theory.simulations.lm.warmstart import WarmStartConfig, ensure_warm_start
 from fibration_theory.simulations.methods import all_methods
+
+from fibration_theory import losses
 
 CODEC = CharCodec()
 TASKS = TaskSet(("add", "sort", "count"))
@@ -230,8 +231,9 @@ def test_plan_and_command_errors(tmp_path, monkeypatch):
 def test_command_end_to_end_writes_the_summary_and_resumes(tmp_path, monkeypatch):
     """``fibration lm --quick`` on a plan shrunk to seconds: summary schema, figures, and a
     rerun that finds every run done."""
-    from fibration_theory import cli
     from fibration_theory.simulations.lm import cli as lm_cli
+
+    from fibration_theory import cli
 
     real = lm_cli.make_plan
 

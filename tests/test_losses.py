@@ -6,12 +6,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+import reference as ref
 import torch
 from hypothesis import given, settings
-
-import reference as ref
-from fibration_theory import Hierarchy, losses
 from strategies import batches
+
+from fibration_theory import Hierarchy, losses
 
 #: float64 vectorised vs loop sums
 VALUE_TOL = 1e-12
@@ -34,8 +34,7 @@ def _batch(seed: int, b: int = 5, t: int = 6, scale: float = 0.3):
 
 
 def test_registry_lists_the_issue_names():
-    need = set("ppo_clip grpo dr_grpo dapo gspo gspo_token gmpo cispo apc fiberpo "
-               "fiberpo_domain sapo".split())
+    need = set(["ppo_clip", "grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "gmpo", "cispo", "apc", "fiberpo", "fiberpo_domain", "sapo"])
     assert need <= set(losses.available())
 
 

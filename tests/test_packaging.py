@@ -8,8 +8,9 @@ installed, they are ``fibration_theory.proofs``, ``.simulations`` and ``.benchma
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPED = {"proofs": "fibration_theory.proofs", "simulations": "fibration_theory.simulations",
@@ -41,7 +42,7 @@ def test_no_bare_imports_of_the_mapped_folders():
     """Property: no module or test imports ``proofs``, ``simulations`` or ``benchmarks`` as a
     top-level name (that would be a second copy of the module, and collide with other
     projects' packages once installed)."""
-    bare = re.compile(r"^\s*(from|import)\s+(proofs|simulations|benchmarks)\b", re.M)
+    bare = re.compile(r"^\s*(from|import)\s+(proofs|simulations|benchmarks)\b", re.MULTILINE)
     offenders = [str(p.relative_to(ROOT)) for root in ("fibration_theory", "tests", *MAPPED)
                  for p in (ROOT / root).rglob("*.py") if bare.search(p.read_text())]
     assert offenders == []

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from fibration_theory import losses
 from fibration_theory.proofs import cert_rgf
+
+from fibration_theory import losses
 
 
 def _rng():

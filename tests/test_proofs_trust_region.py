@@ -7,13 +7,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from fibration_theory import trust_region as tr
-from fibration_theory.trust_region._pairs import group_pairs, resolve_state_weights
 from fibration_theory.proofs import cert_findings_tr as cf
 from fibration_theory.proofs import cert_trust_region as ct
 from fibration_theory.proofs import cert_vanishing as cv
 from fibration_theory.proofs.registry import load_all
+
+from fibration_theory import trust_region as tr
+from fibration_theory.trust_region._pairs import group_pairs, resolve_state_weights
 
 
 def run(check, seed: int = 0, **overrides):

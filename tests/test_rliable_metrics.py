@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fibration_theory.simulations import rliable_metrics as rm
 
 

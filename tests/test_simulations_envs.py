@@ -7,12 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from fibration_theory.simulations import sequence_task as sq
+from fibration_theory.simulations import tabular_mdp as tm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom
-
-from fibration_theory.simulations import sequence_task as sq
-from fibration_theory.simulations import tabular_mdp as tm
 
 #: float64 linear solves of <= 10 states; residuals are a few ulps times the condition number
 EXACT_TOL = 1e-10

@@ -9,14 +9,14 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from fibration_theory.trust_region import solve_tv_trpo, solve_tv_trpo_cvxpy
 from fibration_theory.simulations import exact_settings as ex
 from fibration_theory.simulations import tabular_mdp as tm
 from fibration_theory.simulations import token_efficiency as te
 from fibration_theory.simulations.methods import all_methods
-from fibration_theory.simulations.tuning import levels
 from fibration_theory.simulations.runner import RunSpec
+from fibration_theory.simulations.tuning import levels
+
+from fibration_theory.trust_region import solve_tv_trpo, solve_tv_trpo_cvxpy
 
 #: CLARABEL's interior-point solution of eq 68 agrees with the vertex closed form to ~1e-8
 #: (brief section 7); the update is compared relative to its largest entry

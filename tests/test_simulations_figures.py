@@ -8,7 +8,6 @@ import json
 import matplotlib.colors as mcolors
 import numpy as np
 import pytest
-
 from fibration_theory.simulations import figures as fg
 from fibration_theory.simulations import plots
 from fibration_theory.simulations.lm import report as lr

@@ -7,7 +7,6 @@ import dataclasses
 import json
 
 import pytest
-
 from fibration_theory.simulations import plan as pl
 from fibration_theory.simulations import protocol as pr
 from fibration_theory.simulations import reproduce as rp

@@ -12,7 +12,6 @@ import math
 import os
 
 import pytest
-
 from fibration_theory.simulations import runner as rn
 from fibration_theory.simulations import summary as sm
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fibration_theory.simulations import stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from fibration_theory.simulations import stats
 
 #: float64 means of at most 50 numbers of size <= 1e3: a few ulps of 1e3
 POINT_TOL = 1e-9

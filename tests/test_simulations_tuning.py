@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import pytest
-
 from fibration_theory.simulations import methods as mt
 from fibration_theory.simulations import plan as pl
 from fibration_theory.simulations import protocol as pr

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-
 from fibration_theory.simulations import plan as pl
 from fibration_theory.simulations import reproduce as rp
 from fibration_theory.simulations import settings as st

@@ -146,7 +146,7 @@ class FiberGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, FiberGRPOConfig):
             # the project raises ValueError naming the argument for every bad input
-            raise ValueError(  # noqa: TRY004
+            raise ValueError(
                 f"args must be a FiberGRPOConfig, got {type(self.args).__name__}")
         self._refuse_unsupported()
         self._fiber_pg = None

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from fibration_theory.losses import (  # noqa: F401
+from fibration_theory.losses import (
     apc,
     fiberpo,
     fiberpo_clamp,

@@ -27,9 +27,8 @@ a single sampled action, where (65) forces ``Delta = 0`` and eq 69 is infeasible
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Literal
 

@@ -24,7 +24,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from fibration_theory.simulations import stats
 from fibration_theory.simulations.lm.cli import make_plan, run_spec
 from fibration_theory.simulations.runner import atomic_write_text, load_runs, run_all

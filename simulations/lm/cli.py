@@ -49,13 +49,13 @@ from fibration_theory.simulations.lm.rl import LM_METHODS, RLConfig
 from fibration_theory.simulations.lm.tasks import TaskSet
 from fibration_theory.simulations.lm.warmstart import WarmStartConfig
 from fibration_theory.simulations.methods import all_methods
-from fibration_theory.simulations.tuning import Config
 from fibration_theory.simulations.runner import (
     RunSpec,
     count_runs,
     load_runs,
     require_tensorboard,
 )
+from fibration_theory.simulations.tuning import Config
 
 from fibration_theory.outputs import output_folder
 

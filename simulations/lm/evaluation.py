@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-
 from fibration_theory.simulations.lm.codec import Codec
 from fibration_theory.simulations.lm.sampling import Rollout, sample
 from fibration_theory.simulations.lm.tasks import Problem, TaskSet, reward

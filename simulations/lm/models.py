@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from fibration_theory.simulations.lm.codec import HFCodec
 
 #: the install line printed when ``transformers`` is missing

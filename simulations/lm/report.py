@@ -26,11 +26,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-
+from fibration_theory.simulations import stats
 from fibration_theory.simulations import summary as sm
 from fibration_theory.simulations import tuning as tu
 from fibration_theory.simulations import verdict as vd
-from fibration_theory.simulations import stats
 from fibration_theory.simulations.plots import band_plot, legend_outside, method_color, save
 from fibration_theory.simulations.plots import rng as plot_rng
 from fibration_theory.simulations.runner import _jsonable, load_runs

@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
-
 from fibration_theory.simulations.streams import numpy_rng
 
 Format = Literal["compact", "fewshot"]
