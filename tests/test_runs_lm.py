@@ -105,6 +105,25 @@ def test_the_plan_stores_folder_relative_paths_and_runs_get_them_resolved(tmp_pa
     assert pre.rl.at(tmp_path).source == "model:ckpt/m.gguf"  # the user's path, untouched
 
 
+def test_another_model_size_gets_its_own_warm_start_and_leaves_the_default_one(tmp_path,
+                                                                              monkeypatch):
+    """--n-layer/--n-embd: the plan's runs start from ``warmstart-L<n>-d<m>``; training it
+    leaves the default size's warm start (and so that plan's resumable runs) untouched."""
+    plan = lm_cli.make_plan(quick=True, device="cpu", model=None, out=tmp_path,
+                            settings={"n_layer": 2, "n_embd": 32})
+    assert plan.rl.source == "warm:warmstart-L2-d32" and plan.name.endswith("-L2-d32")
+    default = ws.ensure_warm_start(WARM, tmp_path, progress=False)
+    before = _weights(default)
+    steps = _count_steps(monkeypatch)
+    small = dataclasses.replace(WARM, model=dataclasses.replace(WARM.model, n_layer=2))
+    other = ws.ensure_warm_start(small, tmp_path, progress=False, name="warmstart-L2-d32")
+    assert other == tmp_path / "warmstart-L2-d32" and len(steps) == WARM.max_steps
+    after = _weights(default)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    steps.clear()
+    assert ws.ensure_warm_start(WARM, tmp_path, progress=False) == default and not steps
+
+
 def test_thread_plan_shares_the_threads_between_warm_start_and_workers():
     assert lm_cli.thread_plan(4, 2) == (4, 2)
     assert lm_cli.thread_plan(1, 2) == (1, 1)
@@ -117,7 +136,7 @@ def test_the_warm_start_follows_threads_and_a_stop_says_what_was_kept(tmp_path, 
                                                                       capsys):
     seen: list[int] = []
 
-    def stopped_warm_start(cfg, out, device, progress):
+    def stopped_warm_start(cfg, out, device, progress, name):
         seen.append(torch.get_num_threads())
         raise KeyboardInterrupt
 

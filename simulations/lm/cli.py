@@ -48,6 +48,7 @@ from fibration_theory.simulations.lm.models import TinyConfig, require_transform
 from fibration_theory.simulations.lm.rl import LM_METHODS, RLConfig
 from fibration_theory.simulations.lm.tasks import TaskSet
 from fibration_theory.simulations.lm.warmstart import WarmStartConfig
+from fibration_theory.simulations.lm.warmstart import folder_name as warm_folder
 from fibration_theory.simulations.methods import all_methods
 from fibration_theory.simulations.runner import (
     RunSpec,
@@ -72,7 +73,8 @@ SETTINGS: tuple[st.Setting, ...] = (
                "--epochs 1 is purely on-policy"),
     st.Setting("minibatches", int, "minibatches per pass (2)"),
     st.Setting("token_budget", int, "sampled response tokens per run", "t"),
-    st.Setting("n_layer", int, "layers of the from-scratch GPT-2 (the warm start is retrained)"),
+    st.Setting("n_layer", int, "layers of the from-scratch GPT-2 (its own warm start, "
+                             "DIR/warmstart-L<n>...)"),
     st.Setting("n_embd", int, "width of the from-scratch GPT-2 (a multiple of its 4 heads)"),
     st.Setting("tune_seeds", int, "tuning seeds per configuration"),
     st.Setting("tune_configs", int, "tuning configurations per method (4, 9, 16, 25 or 49)"),
@@ -127,7 +129,7 @@ def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
             tiny, n_seeds, name = TinyConfig(n_layer=4, n_embd=128), 10, "full"
             rl_kw = {"token_budget": 100_000}
         warm = WarmStartConfig(model=tiny, tasks=tasks)
-        source = "warm:warmstart"
+        source = f"warm:{warm_folder()}"
         rl = RLConfig(tasks=tasks, source=source, device=device, checkpoint_dir=ckpt, **rl_kw)
         workers = 1 if device == "cuda" else 2
         small = quick and device != "cuda"
@@ -150,8 +152,11 @@ def make_plan(*, quick: bool, device: str, model: str | None, out: Path,
             raise ValueError(f"--{next(iter(model_size)).replace('_', '-')}: sets the "
                              "from-scratch GPT-2's size; not with --model")
         warm = dataclasses.replace(warm, model=dataclasses.replace(warm.model, **model_size))
-        name += "".join(f"-{t}{model_size[k]}" for k, t in (("n_layer", "L"), ("n_embd", "d"))
-                        if k in model_size)
+        tag = "".join(f"-{t}{model_size[k]}" for k, t in (("n_layer", "L"), ("n_embd", "d"))
+                      if k in model_size)
+        name += tag
+        # its own warm start: the plan's default one, and its runs, stay as they are
+        rl = dataclasses.replace(rl, source=f"warm:{warm_folder(tag)}")
     n_tune = settings.pop("tune_seeds", n_tune)
     n_configs = settings.pop("tune_configs", n_configs)
     if settings:
@@ -265,7 +270,7 @@ def kept(args: argparse.Namespace) -> str:
     """What a stopped ``fibration lm`` leaves behind (the line printed on SIGINT/SIGTERM)."""
     out = Path(args.out)
     ckpts = len(list((out / "checkpoints").glob("*.pt"))) if (out / "checkpoints").is_dir() else 0
-    warm = "a warm-start checkpoint, " if (out / "warmstart.ckpt").exists() else ""
+    warm = "a warm-start checkpoint, " if any(out.glob("warmstart*.ckpt")) else ""
     return (f"kept {count_runs(out)} finished run files, {warm}{ckpts} run checkpoints "
             f"under {out}; the same command resumes from them")
 
@@ -314,7 +319,8 @@ def _run(args: argparse.Namespace, out: Path, plan: LMPlan, warm_threads: int,
         from fibration_theory.simulations.lm.warmstart import ensure_warm_start
 
         torch.set_num_threads(warm_threads)  # the warm start runs alone
-        ensure_warm_start(plan.warm, out, args.device, progress)
+        ensure_warm_start(plan.warm, out, args.device, progress,
+                          name=plan.rl.source.split(":", 1)[1])
     chosen, failed = pr.run_protocol(out, study(plan), lambda chosen: jobs(plan, chosen),
                                      workers=plan.workers, progress=progress, threads=threads,
                                      label="lm ", eval_label=f"evaluation ({plan.name})",

@@ -161,9 +161,12 @@ def _load_checkpoint(path: Path | None, identity: Any, model: Any, opt: torch.op
 
 
 def ensure_warm_start(cfg: WarmStartConfig, out: Path, device: str = "cpu",
-                      progress: bool = True) -> Path:
-    """``out/warmstart`` holding the warm start of ``cfg``, trained now unless already there."""
-    folder = Path(out) / "warmstart"
+                      progress: bool = True, name: str = "warmstart") -> Path:
+    """``out/NAME`` holding the warm start of ``cfg``, trained now unless already there
+    (checkpointed to ``out/NAME.ckpt`` meanwhile). A folder of another config is retrained;
+    :func:`folder_name` gives each model size its own folder, so another size never
+    replaces one."""
+    folder = Path(out) / name
     meta_path = folder / "meta.json"
     config = _jsonable(dataclasses.asdict(cfg))
     if meta_path.exists():
@@ -171,9 +174,9 @@ def ensure_warm_start(cfg: WarmStartConfig, out: Path, device: str = "cpu",
         if meta.get("config") == config:
             return folder
         shutil.rmtree(folder)  # another config: redo rather than reuse silently
-    ckpt = Path(out) / "warmstart.ckpt"
+    ckpt = Path(out) / f"{name}.ckpt"
     model, codec, record = train_warm_start(cfg, device, progress, checkpoint=ckpt)
-    tmp = folder.with_name("warmstart.tmp")
+    tmp = folder.with_name(f"{name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp / "model")
@@ -184,6 +187,12 @@ def ensure_warm_start(cfg: WarmStartConfig, out: Path, device: str = "cpu",
     write_text(meta_path, json.dumps({"config": config, **record}, indent=1))
     ckpt.unlink(missing_ok=True)  # the warm start itself now holds what it computed
     return folder
+
+
+def folder_name(tag: str = "") -> str:
+    """The warm start's folder inside a results folder: ``warmstart``, or ``warmstart-L2-d32``
+    for a model size set by ``--n-layer``/``--n-embd`` (``tag``: ``-L2-d32``)."""
+    return f"warmstart{tag}"
 
 
 def load_warm_start(folder: Path, device: str = "cpu") -> tuple[Any, CharCodec]:
