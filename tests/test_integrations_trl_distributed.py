@@ -87,7 +87,6 @@ def figures(res: dict) -> dict:
             if (n, run) != (1, "synced")}
 
 
-@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     """Property: with a prompt group and a domain on both processes, two processes (DDP over
     gloo) give the one-process loss and gradient to float64 rounding at each step and the

@@ -59,7 +59,7 @@ FIBERPO = {"c_plus": 0.01, "c_minus": 0.01, "eps": 0.02}
 CASES = [
     # one generation for both steps: the second runs on samples of the first step's policy
     Case("fiberpo", "fiberpo", FIBERPO, 4, domains=False),
-    Case("fiberpo_domain", "fiberpo_domain", FIBERPO, 4),  # slow: the others cover its parts
+    Case("fiberpo_domain", "fiberpo_domain", FIBERPO, 4),
     # a generation reused for a second step, with TRL's (bias-corrected) KL term
     Case("fiberpo_domain-kl", "fiberpo_domain", FIBERPO, 2, iterations=2, beta=0.04),
     Case("fiberpo_domain-token-mean", "fiberpo_domain", {**FIBERPO, "agg": "token-mean"}, 4),
@@ -196,9 +196,7 @@ def measure(case: Case, out_dir) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow)
-                                  if c.id == "fiberpo_domain" else c for c in CASES],
-                         ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_summed_micro_batch_gradients_are_the_whole_steps(case, tmp_path):
     """Property: with prompt groups split across the micro-batches of an optimizer step, the
     trainer's accumulated gradient and summed loss equal the objective on the whole step to
