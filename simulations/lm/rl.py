@@ -50,7 +50,9 @@ Tensor = torch.Tensor
 #: result name -> method of :mod:`fibration_theory.simulations.methods`; FiberPO-Domain gets one budget pair
 #: per level (domain, group, trajectory), as the issue asks
 LM_METHODS = {"fiberpo": "fiberpo", "fiberpo_domain": "fiberpo_domain_levels", "grpo": "grpo",
-              "gspo": "gspo", "dapo": "dapo", "fiberpo_clamp": "fiberpo_clamp"}
+              "gspo": "gspo", "dapo": "dapo", "fiberpo_clamp": "fiberpo_clamp",
+              # variants of FiberPO's gate (docs/variants.md), beyond the paper; run on request
+              "fiberpo_slope": "fiberpo_slope", "fiberpo_hard": "fiberpo_hard"}
 
 
 @dataclasses.dataclass(frozen=True)
