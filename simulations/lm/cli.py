@@ -229,7 +229,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="results directory (created; finished runs in it are kept)")
     parser.add_argument("--quick", action="store_true",
-                        help="the CPU quick plan (about 11 minutes on 2 cores; ignored with "
+                        help="the CPU quick plan (about 23 minutes on 2 cores; ignored with "
                              "--device cuda)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: a larger from-scratch model and batch (default cpu)")
