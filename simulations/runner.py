@@ -39,6 +39,7 @@ import json
 import math
 import multiprocessing as mp
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Sequence
@@ -349,30 +350,38 @@ def run_all(root: Path, jobs: Sequence[tuple[RunSpec, Any]], *, workers: int = 2
             _handle(root, results, counts, bar, tensorboard)
         else:
             ctx = mp.get_context("spawn")
-            # the workers start with Ctrl-C ignored (inherited), so a Ctrl-C while they start
-            # up cannot print their tracebacks; the parent handles it and stops the pool
-            handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # Ctrl-C is held back (blocked, not ignored) while the workers start: they inherit
+            # the block and then ignore it (_init_worker), so they print no traceback; the
+            # parent gets a Ctrl-C of that moment as soon as it unblocks, inside the try below
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
                 pool = ctx.Pool(min(workers, len(todo)), initializer=_init_worker,
                                 initargs=(threads, True))
-            finally:
-                signal.signal(signal.SIGINT, handler)
-            try:
-                _handle(root, pool.imap_unordered(_execute, todo), counts, bar, tensorboard)
             except BaseException:
-                # stopped (Ctrl-C, SIGTERM) or failed: kill the workers first, since
-                # Pool.terminate alone can wait on a worker in the middle of a run
-                for child in mp.active_children():
-                    child.kill()
-                pool.terminate()
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 raise
-            else:
-                pool.close()
-            finally:
-                pool.join()
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                _handle(root, pool.imap_unordered(_execute, todo), counts, bar, tensorboard)
+            except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed
+                _stop_pool(pool)
+                raise
+            pool.close()
+            pool.join()
     finally:
         bar.close()
     return counts
+
+
+def _stop_pool(pool, timeout: float = 10.0) -> None:
+    """``pool.terminate()``, and if that has not finished after ``timeout`` seconds (it can
+    wait on a worker's queue lock) the workers killed; the command then ends either way."""
+    stopper = threading.Thread(target=pool.terminate, daemon=True)
+    stopper.start()
+    stopper.join(timeout)
+    if stopper.is_alive():
+        for child in mp.active_children():
+            child.kill()
 
 
 def _handle(root: Path, results: Iterable, counts: dict[str, int], bar,
