@@ -127,7 +127,7 @@ def test_results_page_tables_are_the_data():
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     page = (docs / "results-lm.md").read_text()
-    for run in ("quick", "smollm2"):
+    for run in ("quick", "quick-rerun", "smollm2", "smollm2-t960"):
         summary = json.loads((docs / "results-lm" / run / "summary.json").read_text())
         assert render_markdown(summary) in page, run
     table = json.loads((docs / "results-lm" / "quick" / "ablation.json").read_text())
