@@ -175,7 +175,7 @@ def compile_section(cfg: Config, log: Callable[[str], None]) -> list[dict]:
             t0 = time.perf_counter()
             try:
                 cands[f"{name} [compiled]"]()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- report why compile is unavailable
                 rows.append({"slots": slots, "error": f"{type(exc).__name__}: {exc}"[:300]})
                 log(f"  compile unavailable: {rows[-1]['error']}")
                 return rows

@@ -26,7 +26,7 @@ from fibration_theory.simulations.depth import CHAINS, DepthConfig
 from fibration_theory.simulations.exact_settings import METHODS as EXACT_METHODS
 from fibration_theory.simulations.exact_settings import ExactConfig
 from fibration_theory.simulations.gspo_tv import EPS_GRID, LR_GRID, GspoTvConfig
-from fibration_theory.simulations.protocol import (
+from fibration_theory.simulations.protocol import (  # noqa: F401 - the protocol's names
     TUNE_SEED0,
     Config,
     factor_name,

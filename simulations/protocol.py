@@ -36,7 +36,7 @@ import numpy as np
 from fibration_theory.simulations import methods as mt
 from fibration_theory.simulations import tuning as tu
 from fibration_theory.simulations.runner import RunSpec, _jsonable, run_all
-from fibration_theory.simulations.tuning import Config, factor_name
+from fibration_theory.simulations.tuning import Config, factor_name  # noqa: F401 - re-exported
 
 from fibration_theory.atomic import write_text
 

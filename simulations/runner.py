@@ -157,7 +157,7 @@ TENSORBOARD_MISSING = ("--tensorboard needs the `tensorboard` package: pip insta
 def require_tensorboard() -> None:
     """Raise ``RuntimeError`` (:data:`TENSORBOARD_MISSING`) unless TensorBoard is installed."""
     try:
-        import tensorboard
+        import tensorboard  # noqa: F401
     except ImportError:
         raise RuntimeError(TENSORBOARD_MISSING) from None
 
@@ -310,7 +310,7 @@ def _execute(job: tuple[RunSpec, Any, Path]
         at = getattr(config, "at", None)
         result = module.run_one(at(root) if callable(at) else config, spec)
         return spec, config, result, time.perf_counter() - start, ""
-    except Exception:
+    except Exception:  # noqa: BLE001 - a failed run is recorded, the others go on
         return spec, config, None, time.perf_counter() - start, traceback.format_exc()
 
 

@@ -39,7 +39,7 @@ class Setting:
 
     def check(self, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{self.flag} must be a number, got {value!r}")
+            raise ValueError(f"{self.flag} must be a number, got {value!r}")  # noqa: TRY004
         if self.type is int and value != int(value):
             raise ValueError(f"{self.flag} must be an integer, got {value!r}")
         value = self.type(value)
@@ -80,12 +80,12 @@ def load_config(path: Path | None, settings: Sequence[Setting]) -> dict[str, Any
                          "give a .json file") from None
     except ValueError as err:  # json.JSONDecodeError and yaml.YAMLError's parse errors
         raise ValueError(f"--config: {path} does not parse ({err})") from None
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - yaml.YAMLError without importing yaml here
         raise ValueError(f"--config: {path} does not parse ({type(err).__name__})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"--config: {path} must hold a mapping of settings")
+        raise ValueError(f"--config: {path} must hold a mapping of settings")  # noqa: TRY004
     known = {s.key for s in settings}
     unknown = sorted(set(data) - known)
     if unknown:

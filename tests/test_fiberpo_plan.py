@@ -335,7 +335,7 @@ def test_an_objective_in_a_users_module_registers_on_import(tmp_path, monkeypatc
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "_user_plain_is" not in losses.available()
     try:
-        import my_objectives_mod
+        import my_objectives_mod  # noqa: F401
         assert "_user_plain_is" in losses.available()
         lp = torch.tensor([[0.1, -0.1]], dtype=F64)
         out = losses.compute("_user_plain_is", lp, torch.zeros_like(lp), torch.ones_like(lp),

@@ -44,7 +44,7 @@ def test_bias_correction_changes_the_kl_term(tmp_path):
     for case in (on, off):
         trainer = make_trainer(case, str(tmp_path))
         leaf = lp.clone()
-        trainer._get_per_token_logps_and_entropies = lambda *a, **k: (leaf, leaf, None)
+        trainer._get_per_token_logps_and_entropies = lambda *a, **k: (leaf, leaf, None)  # noqa: B023
         trainer.args.fiber_params = {"eps_low": 0.2, "eps_high": 0.2}
         losses.append(float(trainer._compute_loss(trainer.model, inputs)))
     assert abs(losses[0] - losses[1]) > 1e-6, losses
@@ -112,7 +112,7 @@ def test_half_precision_inputs_are_computed_in_float64(dtype, tmp_path):
                                               v.is_floating_point() else v
                                               for k, v in low.items()}, lp.to(dtype).double())):
         leaf = leaf.clone().requires_grad_(True)
-        trainer._get_per_token_logps_and_entropies = lambda *a, **k: (leaf, leaf.detach(), None)
+        trainer._get_per_token_logps_and_entropies = lambda *a, **k: (leaf, leaf.detach(), None)  # noqa: B023
         loss = FiberGRPOTrainer._compute_loss(trainer, trainer.model, batch)
         (grad,) = torch.autograd.grad(loss, leaf)
         results.append((loss.detach(), grad))

@@ -198,7 +198,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    import fibration_theory.integrations.verl
+    import fibration_theory.integrations.verl  # noqa: F401  registers fibration_<name>
 
     print(markdown(table()))
     sys.exit(0)

@@ -58,7 +58,7 @@ def _worker(rank: int, store: str, conn) -> None:
                 out.loss.backward()
                 grad = torch.zeros_like(x) if lp.grad is None else lp.grad
                 conn.send(("ok", float(out.loss.detach()), out.metrics["loss"], grad))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- sent back, the parent names it
                 conn.send(("error", f"{type(exc).__name__}: {exc}", None, None))
     finally:
         dist.destroy_process_group()

@@ -141,7 +141,7 @@ def run(objective: Objective, budget: Budget) -> Result:
     try:
         sweeps = {f"{mode}, A{'>' if s > 0 else '<'}0": sweep(objective, mode, s, together)
                   for mode, s in SWEEPS}
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- raising on a one-row batch fails
         return Result("fails", None, {"message": error_text(exc)})
     bad = [k for k, v in sweeps.items() if v["class"] == "invalid"]
     if bad:

@@ -114,7 +114,7 @@ def _row_aggregates(x: Tensor, hierarchy: Hierarchy) -> Pair:
 
 def _check_log_ratio(log_ratio: Tensor, hierarchy: Hierarchy) -> None:
     if not isinstance(hierarchy, Hierarchy):
-        raise ValueError(f"hierarchy must be a Hierarchy, got {type(hierarchy).__name__}")
+        raise ValueError(f"hierarchy must be a Hierarchy, got {type(hierarchy).__name__}")  # noqa: TRY004
     check_float(log_ratio, "log_ratio", hierarchy.mask.shape, hierarchy.mask)
 
 

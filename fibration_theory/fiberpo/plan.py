@@ -120,7 +120,7 @@ def gate_plan(hierarchy: Hierarchy, *, c_plus: Budget, c_minus: Budget, eps: flo
             ``c_plus + c_minus != delta``.
     """
     if not isinstance(hierarchy, Hierarchy):
-        raise ValueError(f"hierarchy must be a Hierarchy, got {type(hierarchy).__name__}")
+        raise ValueError(f"hierarchy must be a Hierarchy, got {type(hierarchy).__name__}")  # noqa: TRY004
     if not levels:
         for c, name in ((c_plus, "c_plus"), (c_minus, "c_minus")):
             if not _plain(c) and not _is_scalar(c):

@@ -114,7 +114,7 @@ class FiberGRPOConfig(GRPOConfig):
                              f"got {self.fiber_microbatch!r}")
         if (self.fiber_microbatch == "exact"
                 and self.steps_per_generation % self.gradient_accumulation_steps):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004
                 f"steps_per_generation: fiber_microbatch='exact' gathers each optimizer step "
                 f"from one generation batch, so steps_per_generation "
                 f"({self.steps_per_generation}) must be a multiple of "

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from fibration_theory.losses import (
+from fibration_theory.losses import (  # noqa: F401
     apc,
     fiberpo,
     fiberpo_clamp,

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from fibration_theory import regimes as rg
-from fibration_theory.plotting.paper_data import *
+from fibration_theory.plotting.paper_data import *  # noqa: F401,F403  (re-exported data API)
 from fibration_theory.plotting.paper_data import (
     CORNERS,
     SQ3,

@@ -278,7 +278,7 @@ def _load_checkpoint(path: Path | None, model: Any, opt: torch.optim.Optimizer,
                            weights_only=False)
         if not isinstance(state, dict):
             raise TypeError(f"holds a {type(state).__name__}, not a checkpoint")
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any unreadable file: restart, keep the file
         set_aside(path, f"checkpoint does not load ({type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''}); the run restarts")
         return None

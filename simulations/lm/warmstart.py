@@ -148,7 +148,7 @@ def _load_checkpoint(path: Path | None, identity: Any, model: Any, opt: torch.op
         state = torch.load(path, map_location=device, weights_only=False)
         if not isinstance(state, dict):
             raise TypeError(f"holds a {type(state).__name__}, not a checkpoint")
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any unreadable file: restart, keep the file
         set_aside(path, f"warm-start checkpoint does not load ({type(err).__name__}); "
                         "training starts afresh")
         return None
