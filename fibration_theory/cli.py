@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
@@ -79,9 +80,33 @@ def main(argv: list[str] | None = None) -> int:
         what = kept(args) if callable(kept) else "nothing was written"
         print(f"fibration {args.command}: stopped by {signal.Signals(signum).name}; {what}",
               file=sys.stderr)
+        _STOPPED.append(int(signum))
         return 128 + int(signum)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+#: the signal that stopped :func:`main` in this process, if one did (read by :func:`entry`)
+_STOPPED: list[int] = []
+
+
+def entry() -> None:
+    """The ``fibration`` program: :func:`main`, then exit with its status.
+
+    After a stop by a signal the process runs its exit handlers and ends with ``os._exit``
+    (streams flushed; the runs on disk are complete, atomic files): CPython kills itself with SIGINT at exit when it
+    believes a KeyboardInterrupt went unhandled, a flag that an interrupt arriving inside a
+    library's nested evaluation can leave set even though :func:`main` handled it, and the
+    status must be 128 + the signal either way."""
+    code = main()
+    if _STOPPED:
+        import atexit
+
+        atexit._run_exitfuncs()  # what a normal exit runs (multiprocessing's clean-up among it)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -90,4 +115,4 @@ def _stop(signum: int, frame: object) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()
