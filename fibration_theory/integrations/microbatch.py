@@ -50,7 +50,13 @@ from fibration_theory.validation import as_mask
 
 Tensor = torch.Tensor
 
-__all__ = ["StepPlan", "plan"]
+__all__ = ["MICROBATCH_MODES", "StepPlan", "plan"]
+
+#: how a trainer computes an objective over the micro-batches of one optimizer step:
+#: ``exact`` (this module's plan; the default of the TRL and verl integrations) or
+#: ``local`` (each micro-batch on its own rows: approximate for objectives coupled above the
+#: trajectory)
+MICROBATCH_MODES: tuple[str, ...] = ("exact", "local")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,6 +62,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from fibration_theory import Hierarchy, losses
 from fibration_theory.integrations import distributed, microbatch
+from fibration_theory.integrations.microbatch import MICROBATCH_MODES
 from fibration_theory.losses.compute import LossOutput
 from fibration_theory.losses.registry import get
 from fibration_theory.validation import as_ids
@@ -70,7 +71,6 @@ Tensor = torch.Tensor
 
 __all__ = ["FiberGRPOConfig", "FiberGRPOTrainer", "load_gguf"]
 
-MICROBATCH_MODES = ("exact", "local")
 
 
 @dataclasses.dataclass

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from fibration_theory.aggregation import AGG_MODES
-from fibration_theory.losses.registry import get
+from fibration_theory.integrations.microbatch import MICROBATCH_MODES
+from fibration_theory.losses.registry import COUPLINGS, get
 
 #: prefix of the names registered with verl (verl's registry overwrites silently; a prefix
 #: keeps ours apart from verl's own ``gspo``, ``sapo``, ``cispo``)
@@ -42,13 +43,8 @@ VERL_PEERS: dict[str, str] = {
 VERL_CLIP_DEFAULTS = {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2,
                       "clip_ratio_c": 3.0}
 
-#: ``policy_loss.microbatch``: ``exact`` (default) refuses a coupled objective on a part of
-#: the mini-batch unless the engine is wrapped by
-#: :func:`~fibration_theory.integrations.verl_minibatch.exact_forward_backward`; ``local``
-#: (approximate) gates each micro-batch with its own rows' aggregates
-MICROBATCH_MODES: tuple[str, ...] = ("exact", "local")
 #: couplings whose gates read only the trajectory's own tokens (a row split is exact)
-ROW_LOCAL: tuple[str, ...] = ("token", "trajectory")
+ROW_LOCAL: tuple[str, ...] = COUPLINGS[:COUPLINGS.index("trajectory") + 1]
 
 __all__ = ["MICROBATCH_MODES", "PREFIX", "ROW_LOCAL", "VERL_AGG_MODES", "VERL_PEERS",
            "check_coupled_call", "config_get", "global_scale", "loss_params", "micro_scale",

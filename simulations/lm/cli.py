@@ -321,8 +321,7 @@ def _run(args: argparse.Namespace, out: Path, plan: LMPlan, warm_threads: int,
         from fibration_theory.simulations.lm.warmstart import ensure_warm_start
 
         torch.set_num_threads(warm_threads)  # the warm start runs alone
-        ensure_warm_start(plan.warm, out, args.device, progress,
-                          name=plan.rl.source.split(":", 1)[1])
+        ensure_warm_start(plan.warm, out, args.device, progress, name=plan.rl.warm_folder)
     chosen, failed = pr.run_protocol(out, study(plan), lambda chosen: jobs(plan, chosen),
                                      workers=plan.workers, progress=progress, threads=threads,
                                      label="lm ", eval_label=f"evaluation ({plan.name})",

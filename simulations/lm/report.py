@@ -87,7 +87,8 @@ def build_summary(out: Path, plan: Any) -> dict[str, Any]:
         entry.update({k: med(k) for k in DIAGNOSTICS if k in rs[0]["final"]})
         methods[name] = entry
     warm: dict[str, Any] = {"source": plan.rl.source}
-    meta = Path(out) / plan.rl.source.split(":", 1)[1] / "meta.json" if plan.warm else None
+    folder = plan.rl.warm_folder if plan.warm is not None else None
+    meta = Path(out) / folder / "meta.json" if folder else None
     if meta is not None and meta.exists():
         record = json.loads(meta.read_text(encoding="utf-8"))
         warm.update({k: record[k] for k in ("steps", "seconds", "reached_band")},

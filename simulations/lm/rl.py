@@ -85,6 +85,12 @@ class RLConfig:
     def cost(self) -> float:
         return self.token_budget / 1e4
 
+    @property
+    def warm_folder(self) -> str | None:
+        """The warm start's folder of a ``warm:<folder>`` source (``None`` for a model)."""
+        kind, _, where = self.source.partition(":")
+        return where if kind == "warm" else None
+
     def at(self, root: str | os.PathLike) -> RLConfig:
         """This config with the warm start and checkpoint folders resolved under ``root``
         (the results folder; what the runner hands to :func:`run_one`)."""
